@@ -20,17 +20,21 @@ export class NonFiniteError extends Error {
   }
 }
 
-/** Float16 arithmetic overflowed while computing a scale or zero point (SPEC.md Section 4). */
+/**
+ * Computing a scale or zero point overflowed the weight's float type
+ * (SPEC.md Section 4): in float16, `qmin * hi` exceeds 65504 for weights above
+ * 511 in `linear` mode. Never silently emitted as garbage.
+ */
 export class Float16OverflowError extends Error {
   /** The tensor's name. */
   readonly tensor: string;
   /**
    * @param tensor Name of the tensor.
-   * @param detail Which intermediate overflowed.
+   * @param detail Which intermediate overflowed, with its operands.
    */
   constructor(tensor: string, detail: string) {
     super(
-      `Cannot quantize float16 tensor "${tensor}": ${detail} exceeds 65504, the float16 maximum; ` +
+      `Cannot quantize float16 tensor "${tensor}": ${detail} overflows float16 (max 65504); ` +
         `use mode "linear_symmetric" or a float32 source`,
     );
     this.name = "Float16OverflowError";

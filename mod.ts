@@ -1,0 +1,24 @@
+/**
+ * quantflow: linear quantization of neural-network weights and activations
+ * with Core ML Tools' numbers, streamed through Web `TransformStream`s in
+ * bounded memory.
+ *
+ * ```ts
+ * import { quantizeTensor } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const w = Float32Array.from({ length: 64 * 64 }, (_, i) => Math.cos(i));
+ * const q = quantizeTensor({ name: "fc.weight", dtype: "float32", shape: [64, 64], data: w });
+ * assert.equal(q.kind, "quantized");
+ * ```
+ *
+ * @module
+ */
+export * from "./src/types.ts";
+export * from "./src/errors.ts";
+export * from "./src/ranges.ts";
+export { DEFAULT_QUANTIZE_OPTIONS, resolveQuantizeOptions } from "./src/quantize_options.ts";
+export * from "./src/tensor_plan.ts";
+export * from "./src/quantize_tensor.ts";
+export * from "./src/pack.ts";
+export { f16round, roundHalfEven } from "./src/float16.ts";

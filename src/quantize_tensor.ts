@@ -1,0 +1,140 @@
+/**
+ * Quantizing and dequantizing a whole tensor held in memory: the reference
+ * entry point whose numbers every stream reproduces bit for bit.
+ *
+ * @module
+ */
+import { BlockLayout } from "./block_layout.ts";
+import { BlockQuantizer } from "./block_quantizer.ts";
+import { ErrorStats } from "./error_stats.ts";
+import { decodeFloat16, encodeBfloat16, encodeFloat16, f16round } from "./float16.ts";
+import { floatValues } from "./float_values.ts";
+import { planTensor } from "./tensor_plan.ts";
+import type { FloatDType, QuantizedTensor, QuantizeOptions, QuantizeResult, Tensor } from "./types.ts";
+
+const FLOAT_DTYPES: readonly FloatDType[] = ["float32", "float16", "bfloat16"];
+
+function checkTensor(tensor: Tensor): void {
+  if (!FLOAT_DTYPES.includes(tensor.dtype)) {
+    throw new TypeError(`Tensor "${tensor.name}" has dtype ${tensor.dtype}; expected float32, float16 or bfloat16`);
+  }
+  const size = tensor.shape.reduce((a, b) => a * b, 1);
+  if (tensor.data.length !== size) {
+    throw new RangeError(`Tensor "${tensor.name}" has ${tensor.data.length} elements; shape [${tensor.shape}] needs ${size}`);
+  }
+}
+
+/**
+ * Quantizes a tensor with Core ML Tools' numbers (SPEC.md), or says why it
+ * is left in float.
+ *
+ * @param tensor The tensor; float16 and bfloat16 data as raw bits in a `Uint16Array`.
+ * @param options Quantization options (defaults: int8, `linear_symmetric`, per channel on axis 0).
+ * @returns The quantized tensor, or a {@linkcode SkippedTensor} with its reason.
+ * @throws {NonFiniteError} When the tensor holds NaN or an infinity.
+ * @throws {Float16OverflowError} When float16 arithmetic would overflow.
+ * @throws {ConfigError} When an option is invalid.
+ * @throws {RangeError} When the data length does not match the shape, or the axis does not exist.
+ *
+ * @example
+ * ```ts
+ * import { quantizeTensor } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const data = new Float32Array([127, 2.5, -2.5, 3.5, 0.5, -1, 0.5, 0.25, 0, 1]);
+ * const result = quantizeTensor({ name: "w", dtype: "float32", shape: [2, 5], data }, { weightThreshold: 0 });
+ * assert.equal(result.kind, "quantized");
+ * if (result.kind === "quantized") {
+ *   assert.deepEqual([...result.data.subarray(0, 5)], [127, 2, -2, 4, 0]); // ties go to the even neighbour
+ *   assert.deepEqual(result.scaleShape, [2, 1]);
+ * }
+ * ```
+ */
+export function quantizeTensor(tensor: Tensor, options: QuantizeOptions = {}): QuantizeResult {
+  checkTensor(tensor);
+  const plan = planTensor(tensor, options);
+  if (plan.kind === "skipped") return plan;
+  const { kind: _, ...info } = plan;
+  const values = floatValues(tensor.data, tensor.dtype);
+  const quantizer = new BlockQuantizer(info);
+  quantizer.observe(values, 0);
+  quantizer.finish();
+  const data = quantizer.quantize(values, 0);
+  const zeroPoint = quantizer.zeroPoints();
+  return {
+    kind: "quantized",
+    ...info,
+    data,
+    scale: quantizer.scales(),
+    ...(zeroPoint.some((z) => z !== 0) ? { zeroPoint } : {}),
+    zeroRangeBlocks: quantizer.zeroRangeBlocks,
+  };
+}
+
+/** The numeric value of each stored scale. */
+function scaleValues(tensor: Pick<QuantizedTensor, "scale" | "scaleDType">): Float32Array {
+  const { scale, scaleDType } = tensor;
+  if (scaleDType === "float16") return decodeFloat16(scale as Uint16Array, new Float32Array(scale.length));
+  return scale as Float32Array;
+}
+
+/**
+ * Dequantizes a tensor: `w = scale * (q - zero_point)` (SPEC.md Section 1),
+ * computed in the source's float type and stored in it.
+ *
+ * @param tensor A quantized tensor, as {@linkcode quantizeTensor} returns it.
+ * @returns The float tensor, with the source's dtype and shape.
+ *
+ * @example
+ * ```ts
+ * import { dequantizeTensor, quantizeTensor } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const data = Float32Array.from({ length: 4096 }, (_, i) => Math.sin(i));
+ * const q = quantizeTensor({ name: "w", dtype: "float32", shape: [64, 64], data });
+ * if (q.kind !== "quantized") throw new Error(q.message);
+ * const back = dequantizeTensor(q);
+ * assert.ok(Math.abs(back.data[1] - data[1]) < 0.01);
+ * ```
+ */
+export function dequantizeTensor(tensor: QuantizedTensor): Tensor {
+  const layout = new BlockLayout(tensor.shape, tensor.blockSizes);
+  const scale = scaleValues(tensor);
+  const zp = tensor.zeroPoint;
+  const q = tensor.data;
+  const out = new Float32Array(q.length);
+  const round = tensor.sourceDType === "float16" ? f16round : Math.fround;
+  layout.forEachRun(0, q.length, (from, to, block) => {
+    const s = scale[block];
+    const z = zp ? zp[block] : 0;
+    for (let i = from; i < to; i++) out[i] = round(s * (q[i] - z));
+  });
+  const { name, shape, sourceDType: dtype } = tensor;
+  if (dtype === "float32") return { name, dtype, shape, data: out };
+  const bits = new Uint16Array(out.length);
+  return { name, dtype, shape, data: dtype === "float16" ? encodeFloat16(out, bits) : encodeBfloat16(out, bits) };
+}
+
+/** The error a quantization introduced in one tensor (SPEC.md Section 8). */
+export interface TensorError {
+  /** Largest |w - dequantize(q)|. */
+  readonly maxAbsError: number;
+  /** Signal-to-noise ratio in dB; Infinity when exact. */
+  readonly snrDb: number;
+}
+
+/**
+ * Measures the error of a quantized tensor against its original values, with
+ * the dequantized values computed exactly (`scale * (q - zp)` in float64).
+ *
+ * @param original The tensor before quantization.
+ * @param quantized Its quantized form.
+ * @returns Max absolute error and SNR.
+ */
+export function measureError(original: Tensor, quantized: QuantizedTensor): TensorError {
+  const stats = new ErrorStats();
+  const layout = new BlockLayout(quantized.shape, quantized.blockSizes);
+  const zp = quantized.zeroPoint ? Int32Array.from(quantized.zeroPoint) : new Int32Array(layout.blockCount);
+  stats.observe(floatValues(original.data, original.dtype), 0, layout, quantized.data, Float64Array.from(scaleValues(quantized)), zp);
+  return { maxAbsError: stats.maxAbsError, snrDb: stats.snrDb };
+}
