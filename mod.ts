@@ -22,3 +22,4 @@ export * from "./src/tensor_plan.ts";
 export * from "./src/quantize_tensor.ts";
 export * from "./src/pack.ts";
 export { f16round, roundHalfEven } from "./src/float16.ts";
+export * from "./src/config.ts";
