@@ -23,3 +23,5 @@ export * from "./src/quantize_tensor.ts";
 export * from "./src/pack.ts";
 export { f16round, roundHalfEven } from "./src/float16.ts";
 export * from "./src/config.ts";
+export * from "./src/report.ts";
+export * from "./streams/quantize_stream.ts";

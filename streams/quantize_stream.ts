@@ -1,0 +1,130 @@
+/**
+ * QuantizeStream: float slabs in, quantized slabs out, in bounded memory.
+ *
+ * @module
+ */
+import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
+import { FormatError } from "../src/errors.ts";
+import { dtypeSize } from "../src/safetensors_header.ts";
+import { elementCount, type ModelReport, summarize, type TensorReport } from "../src/report.ts";
+import { planTensor } from "../src/tensor_plan.ts";
+import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
+import { pullTransform } from "../src/_pull_transform.ts";
+import { OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
+
+/** Options of {@linkcode QuantizeStream}. */
+export interface QuantizeStreamOptions {
+  /**
+   * Called with each tensor's report as soon as the tensor is done.
+   * @default {undefined}
+   */
+  onTensor?: (report: TensorReport) => void;
+}
+
+function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeConfig {
+  return "global" in value && "tensors" in value && Array.isArray(value.tensors);
+}
+
+function startJob(slab: Slab, config: QuantizeConfig): TensorJob {
+  const { tensor } = slab;
+  const plan = planTensor(tensor, optionsFor(config, tensor.name));
+  if (plan.kind === "skipped") return new SkipJob(tensor, plan);
+  const { kind: _, ...info } = plan;
+  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info) : new TwoPassJob(tensor, info);
+}
+
+function rawReport(chunk: RawChunk): TensorReport {
+  const bytes = elementCount(chunk.shape) * dtypeSize(chunk.dtype);
+  return {
+    name: chunk.name,
+    shape: chunk.shape,
+    dtype: chunk.dtype,
+    decision: "skipped",
+    reason: "not_float",
+    message: `dtype ${chunk.dtype} is not a float type`,
+    originalBytes: bytes,
+    quantizedBytes: bytes,
+  };
+}
+
+/**
+ * Quantizes a stream of tensors given as slabs (and passes raw chunks of
+ * other tensors through), with Core ML Tools' numbers: the output of each
+ * tensor is identical, bit for bit, to {@linkcode quantizeTensor} on the
+ * whole tensor.
+ *
+ * Where the scales follow the rows (per channel on axis 0, per block) each
+ * slab of whole rows is quantized as it arrives. Otherwise (per tensor, per
+ * channel on a later axis) the tensor is observed first and then read again
+ * through its slabs' `source`, or from a temporary spool file when the input
+ * cannot be read twice. Memory stays bounded by a few slabs whatever the
+ * tensor size: outputs are produced only as the consumer reads them.
+ *
+ * @example
+ * ```ts
+ * import { QuantizeStream } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const tensor = { name: "fc.weight", dtype: "float32", shape: [64, 64] } as const;
+ * const slabs = [0, 32].map((row) => ({ tensor, offset: row * 64, data: new Float32Array(32 * 64).fill(row + 1) }));
+ * const stream = new QuantizeStream({ dtype: "int8" });
+ * const out = await Array.fromAsync(ReadableStream.from(slabs).pipeThrough(stream));
+ * assert.equal(out.length, 2);
+ * assert.equal(stream.report.totals.quantized, 1);
+ * ```
+ */
+export class QuantizeStream {
+  /** Quantized slabs and raw chunks, in input order. */
+  readonly readable: ReadableStream<QuantizedSlab | RawChunk>;
+  /** Slabs of float tensors, and raw chunks of others. */
+  readonly writable: WritableStream<Slab | RawChunk>;
+  readonly #reports: TensorReport[] = [];
+
+  /**
+   * @param config Options for every tensor, or a configuration with per-tensor overrides ({@linkcode parseConfig}).
+   * @param options Stream options.
+   * @throws {ConfigError} When an option is invalid.
+   */
+  constructor(config: QuantizeConfig | QuantizeOptions = {}, options: QuantizeStreamOptions = {}) {
+    const resolved = isConfig(config) ? config : configOf(config);
+    const report = (r: TensorReport) => {
+      this.#reports.push(r);
+      options.onTensor?.(r);
+    };
+    ({ readable: this.readable, writable: this.writable } = pullTransform((input) => quantizeChunks(input, resolved, report)));
+  }
+
+  /** The report of the tensors finished so far (all of them once the readable closes). */
+  get report(): ModelReport {
+    return summarize(this.#reports);
+  }
+}
+
+async function* quantizeChunks(
+  input: ReadableStream<Slab | RawChunk>,
+  config: QuantizeConfig,
+  report: (r: TensorReport) => void,
+): AsyncGenerator<QuantizedSlab | RawChunk> {
+  let job: TensorJob | undefined;
+  const unfinished = (job: TensorJob) => new FormatError(`Tensor "${job.name}" ended before all its elements arrived`);
+  try {
+    for await (const chunk of input) {
+      if (chunk.kind === "raw") {
+        if (job) throw unfinished(job);
+        if (chunk.offset === 0) report(rawReport(chunk));
+        yield chunk;
+        continue;
+      }
+      if (job && job.name !== chunk.tensor.name) throw unfinished(job);
+      job ??= startJob(chunk, config);
+      yield* job.accept(chunk);
+      if (job.done) {
+        report(job.report());
+        job = undefined;
+      }
+    }
+    if (job) throw unfinished(job);
+  } finally {
+    job?.dispose();
+  }
+}
