@@ -25,3 +25,8 @@ export { f16round, roundHalfEven } from "./src/float16.ts";
 export * from "./src/config.ts";
 export * from "./src/report.ts";
 export * from "./streams/quantize_stream.ts";
+export * from "./src/safetensors_header.ts";
+export * from "./src/byte_source.ts";
+export * from "./src/spool.ts";
+export * from "./streams/safetensors_source.ts";
+export * from "./streams/safetensors_sink.ts";

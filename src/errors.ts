@@ -10,6 +10,8 @@ export class NonFiniteError extends Error {
   /** The tensor's name. */
   readonly tensor: string;
   /**
+   * Creates the error for a tensor.
+   *
    * @param tensor Name of the tensor.
    * @param detail What was found and where.
    */
@@ -29,6 +31,8 @@ export class Float16OverflowError extends Error {
   /** The tensor's name. */
   readonly tensor: string;
   /**
+   * Creates the error for a tensor.
+   *
    * @param tensor Name of the tensor.
    * @param detail Which intermediate overflowed, with its operands.
    */
@@ -45,6 +49,8 @@ export class Float16OverflowError extends Error {
 /** A file or stream is not valid in its format (safetensors, Arrow IPC, config). */
 export class FormatError extends Error {
   /**
+   * Creates the error.
+   *
    * @param message What is wrong and where (byte positions, tensor names).
    * @param options `cause` of the failure, if any.
    */
@@ -59,6 +65,8 @@ export class ConfigError extends Error {
   /** Each problem as `path: message`. */
   readonly issues: readonly string[];
   /**
+   * Creates the error from its list of problems.
+   *
    * @param issues Each problem as `path: message`.
    */
   constructor(issues: readonly string[]) {

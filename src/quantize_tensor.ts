@@ -7,7 +7,8 @@
 import { BlockLayout } from "./block_layout.ts";
 import { BlockQuantizer } from "./block_quantizer.ts";
 import { ErrorStats } from "./error_stats.ts";
-import { decodeFloat16, encodeBfloat16, encodeFloat16, f16round } from "./float16.ts";
+import { dequantizeValues } from "./dequantize_kernel.ts";
+import { decodeFloat16 } from "./float16.ts";
 import { floatValues } from "./float_values.ts";
 import { planTensor } from "./tensor_plan.ts";
 import type { FloatDType, QuantizedTensor, QuantizeOptions, QuantizeResult, Tensor } from "./types.ts";
@@ -71,8 +72,13 @@ export function quantizeTensor(tensor: Tensor, options: QuantizeOptions = {}): Q
   };
 }
 
-/** The numeric value of each stored scale. */
-function scaleValues(tensor: Pick<QuantizedTensor, "scale" | "scaleDType">): Float32Array {
+/**
+ * The numeric value of each stored scale (float16 bits decoded).
+ *
+ * @param tensor Scales and their dtype.
+ * @returns The scales as float32 numbers.
+ */
+export function scaleValues(tensor: Pick<QuantizedTensor, "scale" | "scaleDType">): Float32Array {
   const { scale, scaleDType } = tensor;
   if (scaleDType === "float16") return decodeFloat16(scale as Uint16Array, new Float32Array(scale.length));
   return scale as Float32Array;
@@ -99,20 +105,9 @@ function scaleValues(tensor: Pick<QuantizedTensor, "scale" | "scaleDType">): Flo
  */
 export function dequantizeTensor(tensor: QuantizedTensor): Tensor {
   const layout = new BlockLayout(tensor.shape, tensor.blockSizes);
-  const scale = scaleValues(tensor);
-  const zp = tensor.zeroPoint;
-  const q = tensor.data;
-  const out = new Float32Array(q.length);
-  const round = tensor.sourceDType === "float16" ? f16round : Math.fround;
-  layout.forEachRun(0, q.length, (from, to, block) => {
-    const s = scale[block];
-    const z = zp ? zp[block] : 0;
-    for (let i = from; i < to; i++) out[i] = round(s * (q[i] - z));
-  });
   const { name, shape, sourceDType: dtype } = tensor;
-  if (dtype === "float32") return { name, dtype, shape, data: out };
-  const bits = new Uint16Array(out.length);
-  return { name, dtype, shape, data: dtype === "float16" ? encodeFloat16(out, bits) : encodeBfloat16(out, bits) };
+  const data = dequantizeValues(tensor.data, 0, layout, scaleValues(tensor), tensor.zeroPoint, dtype);
+  return { name, dtype, shape, data };
 }
 
 /** The error a quantization introduced in one tensor (SPEC.md Section 8). */

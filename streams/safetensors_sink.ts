@@ -1,0 +1,400 @@
+/**
+ * Writing a safetensors file from a stream of quantized slabs and raw chunks,
+ * in one pass, and making it appear under its name only when complete.
+ *
+ * Output convention for a quantized tensor `NAME` (DESIGN.md, "safetensors
+ * output convention"): `NAME` holds the values (int8 as I8 and uint8 as U8
+ * with the original shape; int4 and uint4 packed two per byte over the whole
+ * tensor, SPEC.md Section 5, as U8 of shape `[ceil(numel / 2)]`), then
+ * `NAME.scale` (F32 or F16, shape `scaleShape`), then, when
+ * `storesZeroPoint(dtype, mode)`, `NAME.zero_point` (one byte per block: I8
+ * for signed, U8 for unsigned, shape `scaleShape`).
+ *
+ * @module
+ */
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { bitsOf, isSigned, storesZeroPoint } from "../src/ranges.ts";
+import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
+import type { QuantizedSlab, QuantizedTensorInfo, RawChunk } from "../src/types.ts";
+
+/** One tensor of the output file. */
+export interface OutputTensorSpec {
+  /** Tensor name. */
+  readonly name: string;
+  /** safetensors dtype code, e.g. `I8`, `F16`. */
+  readonly dtype: string;
+  /** Dimensions. */
+  readonly shape: readonly number[];
+  /** Byte length of the data: element count x dtype size. */
+  readonly byteLength: number;
+}
+
+function product(shape: readonly number[]): number {
+  return shape.reduce((a, d) => a * d, 1);
+}
+
+/**
+ * The output tensors of a quantized tensor, in file order: `NAME`,
+ * `NAME.scale` and, when the dtype and mode store zero points,
+ * `NAME.zero_point`.
+ *
+ * @example
+ * ```ts
+ * import { quantizedSpecs } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * const specs = quantizedSpecs({
+ *   name: "w", sourceDType: "float16", dtype: "uint4", mode: "linear", granularity: "per_channel",
+ *   axis: 0, shape: [3, 3], blockSizes: [1, 0], scaleShape: [3, 1], scaleDType: "float16",
+ * });
+ * assert.deepEqual(specs.map((s) => [s.name, s.dtype, s.byteLength]), [
+ *   ["w", "U8", 5], ["w.scale", "F16", 6], ["w.zero_point", "U8", 3],
+ * ]);
+ * ```
+ *
+ * @param info How the tensor was quantized.
+ * @returns Two or three specs.
+ */
+export function quantizedSpecs(info: QuantizedTensorInfo): OutputTensorSpec[] {
+  const numel = product(info.shape);
+  const blocks = product(info.scaleShape);
+  const signed = isSigned(info.dtype);
+  const specs: OutputTensorSpec[] = [
+    bitsOf(info.dtype) === 4
+      ? { name: info.name, dtype: "U8", shape: [Math.ceil(numel / 2)], byteLength: Math.ceil(numel / 2) }
+      : { name: info.name, dtype: signed ? "I8" : "U8", shape: [...info.shape], byteLength: numel },
+    {
+      name: `${info.name}.scale`,
+      dtype: info.scaleDType === "float32" ? "F32" : "F16",
+      shape: [...info.scaleShape],
+      byteLength: blocks * (info.scaleDType === "float32" ? 4 : 2),
+    },
+  ];
+  if (storesZeroPoint(info.dtype, info.mode)) {
+    specs.push({
+      name: `${info.name}.zero_point`,
+      dtype: signed ? "I8" : "U8",
+      shape: [...info.scaleShape],
+      byteLength: blocks,
+    });
+  }
+  return specs;
+}
+
+/** Per-tensor state of the quantized tensor being written. */
+interface QuantizedState {
+  readonly info: QuantizedTensorInfo;
+  readonly numel: number;
+  readonly packed: boolean;
+  /** Elements received so far. */
+  elements: number;
+  /** Low nibble waiting for its partner (4-bit), or -1. */
+  pendingNibble: number;
+  readonly scale: Uint8Array;
+  readonly scaleElementSize: number;
+  readonly zeroPoint: Uint8Array | undefined;
+  /** Scales received so far. */
+  scales: number;
+}
+
+function asBytes(a: ArrayBufferView): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/**
+ * Encodes a safetensors file: emits the header first (every size is known
+ * up front), then the data of each spec in order.
+ *
+ * A {@linkcode RawChunk} fills the spec of its name. A
+ * {@linkcode QuantizedSlab} of tensor `NAME` fills `NAME` with its values
+ * (4-bit values packed, an odd nibble carried into the next slab); its scales
+ * and zero points are gathered and written as `NAME.scale` and
+ * `NAME.zero_point` right after the last value. Chunks must come in spec
+ * order, each tensor's from offset 0 upwards; specs of zero bytes need no
+ * chunk.
+ *
+ * Output chunks may share memory with the input chunks (8-bit values and raw
+ * bytes pass through uncopied): a producer hands its buffers over and must
+ * not reuse them.
+ *
+ * @example
+ * ```ts
+ * import { SafetensorsEncodeStream, parseSafetensorsHeader } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * const chunk = { kind: "raw", name: "ids", dtype: "I64", shape: [2], offset: 0, bytes: new Uint8Array(16) } as const;
+ * const parts = await Array.fromAsync(
+ *   ReadableStream.from([chunk]).pipeThrough(
+ *     new SafetensorsEncodeStream([{ name: "ids", dtype: "I64", shape: [2], byteLength: 16 }], {}),
+ *   ),
+ * );
+ * const file = Uint8Array.from(parts.flatMap((p) => [...p]));
+ * assert.equal(parseSafetensorsHeader(file, file.length).entries[0].name, "ids");
+ * ```
+ */
+export class SafetensorsEncodeStream extends TransformStream<QuantizedSlab | RawChunk, Uint8Array> {
+  /**
+   * Builds the header at once, so that bad specs fail before any data flows.
+   *
+   * @param specs The output tensors, in file order (use
+   *   {@linkcode quantizedSpecs} for quantized tensors).
+   * @param metadata The header's `__metadata__` map.
+   * @throws {RangeError} When a spec is invalid (see `encodeSafetensorsHeader`).
+   * @throws {TypeError} When a metadata value is not a string.
+   */
+  constructor(specs: readonly OutputTensorSpec[], metadata: Readonly<Record<string, string>>) {
+    const header = encodeSafetensorsHeader(specs, metadata);
+    const index = new Map(specs.map((s, i) => [s.name, i]));
+    let current = 0; // index of the spec being filled
+    let written = 0; // bytes of specs[current] written
+    let quantized: QuantizedState | undefined;
+
+    const fail = (name: string, detail: string): never => {
+      throw new RangeError(`Cannot write tensor "${name}": ${detail}`);
+    };
+
+    /** Moves `current` to the spec named `name`, which must be next (only empty specs may be passed over). */
+    const seek = (name: string) => {
+      const target = index.get(name);
+      if (target === undefined) fail(name, "it is not among the output tensors");
+      if (target === current) return;
+      if (target! < current) fail(name, `its data already ended; now writing "${specs[current]?.name}"`);
+      for (let i = current; i < target!; i++) {
+        const done = i === current ? written : 0;
+        if (done !== specs[i].byteLength) {
+          fail(name, `it came before the data of "${specs[i].name}" was complete (${done} of ${specs[i].byteLength} bytes)`);
+        }
+      }
+      current = target!;
+      written = 0;
+    };
+
+    const emit = (controller: TransformStreamDefaultController<Uint8Array>, name: string, bytes: Uint8Array) => {
+      const spec = specs[current];
+      if (written + bytes.length > spec.byteLength) {
+        fail(name, `${written + bytes.length} bytes of data, the header says ${spec.byteLength}`);
+      }
+      written += bytes.length;
+      if (bytes.length > 0) controller.enqueue(bytes);
+    };
+
+    const writeRaw = (controller: TransformStreamDefaultController<Uint8Array>, chunk: RawChunk) => {
+      if (quantized !== undefined) fail(chunk.name, `it came before "${quantized.info.name}" was complete`);
+      seek(chunk.name);
+      const spec = specs[current];
+      if (chunk.dtype !== spec.dtype) fail(chunk.name, `chunk dtype ${chunk.dtype}, the header says ${spec.dtype}`);
+      if (chunk.offset !== written) fail(chunk.name, `chunk at byte ${chunk.offset}, expected byte ${written}`);
+      emit(controller, chunk.name, chunk.bytes);
+    };
+
+    const startQuantized = (info: QuantizedTensorInfo): QuantizedState => {
+      seek(info.name);
+      const expected = quantizedSpecs(info);
+      for (let k = 0; k < expected.length; k++) {
+        const e = expected[k];
+        const s = specs[current + k];
+        if (
+          s === undefined || s.name !== e.name || s.dtype !== e.dtype || s.byteLength !== e.byteLength ||
+          s.shape.length !== e.shape.length || s.shape.some((d, i) => d !== e.shape[i])
+        ) {
+          fail(
+            info.name,
+            `output spec ${current + k} is ${JSON.stringify(s)}, the quantized tensor needs ${JSON.stringify(e)}`,
+          );
+        }
+      }
+      const blocks = product(info.scaleShape);
+      const scaleElementSize = info.scaleDType === "float32" ? 4 : 2;
+      return {
+        info,
+        numel: product(info.shape),
+        packed: bitsOf(info.dtype) === 4,
+        elements: 0,
+        pendingNibble: -1,
+        scale: new Uint8Array(blocks * scaleElementSize),
+        scaleElementSize,
+        zeroPoint: storesZeroPoint(info.dtype, info.mode) ? new Uint8Array(blocks) : undefined,
+        scales: 0,
+      };
+    };
+
+    const writeQuantized = (controller: TransformStreamDefaultController<Uint8Array>, slab: QuantizedSlab) => {
+      const name = slab.tensor.name;
+      if (quantized !== undefined && quantized.info.name !== name) {
+        fail(name, `it came before "${quantized.info.name}" was complete`);
+      }
+      const q = quantized ??= startQuantized(slab.tensor);
+      if (slab.offset !== q.elements) fail(name, `slab at element ${slab.offset}, expected element ${q.elements}`);
+      if (q.elements + slab.data.length > q.numel) {
+        fail(name, `${q.elements + slab.data.length} elements, the shape ${JSON.stringify(q.info.shape)} has ${q.numel}`);
+      }
+      gatherScales(q, slab);
+      q.elements += slab.data.length;
+      emit(controller, name, q.packed ? packNibbles(q, slab.data) : asBytes(slab.data));
+      if (q.elements < q.numel) return;
+      if (q.pendingNibble >= 0) emit(controller, name, new Uint8Array([q.pendingNibble]));
+      const blocks = q.scale.length / q.scaleElementSize;
+      if (q.scales !== blocks) fail(name, `all ${q.numel} elements came with ${q.scales} of ${blocks} scales`);
+      quantized = undefined;
+      // The scale and zero-point specs follow NAME (checked in startQuantized).
+      current++;
+      written = 0;
+      emit(controller, `${name}.scale`, q.scale);
+      if (q.zeroPoint !== undefined) {
+        current++;
+        written = 0;
+        emit(controller, `${name}.zero_point`, q.zeroPoint);
+      }
+    };
+
+    super({
+      start(controller) {
+        controller.enqueue(header);
+      },
+      transform(chunk, controller) {
+        if (chunk?.kind === "raw") writeRaw(controller, chunk);
+        else if (chunk?.kind === "quantized") writeQuantized(controller, chunk);
+        else {
+          throw new TypeError(
+            `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${(chunk as { kind?: unknown } | undefined)?.kind}`,
+          );
+        }
+      },
+      flush() {
+        if (quantized !== undefined) {
+          fail(quantized.info.name, `the input ended after ${quantized.elements} of ${quantized.numel} elements`);
+        }
+        for (let i = current; i < specs.length; i++) {
+          const done = i === current ? written : 0;
+          if (done !== specs[i].byteLength) {
+            fail(specs[i].name, `the input ended after ${done} of ${specs[i].byteLength} bytes`);
+          }
+        }
+      },
+    });
+  }
+}
+
+/** Copies a slab's scales (and zero points) into the tensor's buffers at `scaleOffset`. */
+function gatherScales(q: QuantizedState, slab: QuantizedSlab): void {
+  const name = q.info.name;
+  const count = slab.scale.length;
+  if (count === 0) return;
+  const want = q.info.scaleDType === "float32" ? Float32Array : Uint16Array;
+  if (!(slab.scale instanceof want)) {
+    throw new RangeError(
+      `Cannot write tensor "${name}": scales are a ${slab.scale.constructor.name}, scaleDType ${q.info.scaleDType} needs a ${want.name}`,
+    );
+  }
+  const blocks = q.scale.length / q.scaleElementSize;
+  if (slab.scaleOffset + count > blocks) {
+    throw new RangeError(
+      `Cannot write tensor "${name}": scales ${slab.scaleOffset}-${slab.scaleOffset + count - 1} beyond the ${blocks} of shape ${JSON.stringify(q.info.scaleShape)}`,
+    );
+  }
+  q.scale.set(asBytes(slab.scale), slab.scaleOffset * q.scaleElementSize);
+  if (q.zeroPoint !== undefined) {
+    if (slab.zeroPoint === undefined || slab.zeroPoint.length !== count) {
+      throw new RangeError(
+        `Cannot write tensor "${name}": a slab carries ${count} scales and ${slab.zeroPoint?.length ?? "no"} zero points`,
+      );
+    }
+    q.zeroPoint.set(asBytes(slab.zeroPoint), slab.scaleOffset);
+  }
+  q.scales += count;
+}
+
+/** Packs 4-bit values two per byte, low nibble first (SPEC.md Section 5), across slab boundaries. */
+function packNibbles(q: QuantizedState, data: Int8Array | Uint8Array): Uint8Array {
+  let i = 0;
+  let o = 0;
+  const carry = q.pendingNibble >= 0 ? 1 : 0;
+  const out = new Uint8Array((carry + data.length) >> 1);
+  if (carry && data.length > 0) {
+    out[o++] = q.pendingNibble | ((data[0] & 15) << 4);
+    q.pendingNibble = -1;
+    i = 1;
+  }
+  const pairsEnd = i + ((data.length - i) & ~1);
+  for (; i < pairsEnd; i += 2) out[o++] = (data[i] & 15) | ((data[i + 1] & 15) << 4);
+  if (i < data.length) q.pendingNibble = data[i] & 15;
+  return out;
+}
+
+/** Options of {@linkcode writeFileAtomically}. */
+export interface WriteFileAtomicallyOptions {
+  /**
+   * Flush the data to disk before renaming, so that after a crash the name
+   * holds either nothing or the whole file.
+   * @default {true}
+   */
+  fsync?: boolean;
+}
+
+/**
+ * A sink that writes a file under a temporary name in the same directory
+ * (`path + ".<random>.tmp"`) and renames it to `path` when the stream closes;
+ * on abort or error the temporary file is removed. The file thus appears
+ * under its name only when complete, replacing any previous one.
+ *
+ * @example
+ * ```ts
+ * import { writeFileAtomically } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * import { readFileSync, rmSync } from "node:fs";
+ * import { join } from "node:path";
+ * import { tmpdir } from "node:os";
+ * const path = join(tmpdir(), `atomic-example-${crypto.randomUUID()}.bin`);
+ * await ReadableStream.from([new Uint8Array([1, 2]), new Uint8Array([3])]).pipeTo(writeFileAtomically(path));
+ * assert.deepEqual([...readFileSync(path)], [1, 2, 3]);
+ * rmSync(path);
+ * ```
+ *
+ * @param path Final path of the file.
+ * @param options Durability.
+ * @returns A writable stream of the file's bytes.
+ * @throws {Error} When the temporary file cannot be created (the runtime's
+ *   `ENOENT`, `EACCES`, ...); a failed write or rename errors the stream.
+ */
+export function writeFileAtomically(path: string, options: WriteFileAtomicallyOptions = {}): WritableStream<Uint8Array> {
+  const fsync = options.fsync ?? true;
+  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  // Opened at once, so that a missing directory or a permission problem shows
+  // before anything is streamed.
+  let fd: number | undefined = openSync(temp, "wx", 0o644);
+  const discard = () => {
+    if (fd !== undefined) {
+      try {
+        closeSync(fd);
+      } catch { /* already closed */ }
+      fd = undefined;
+    }
+    try {
+      unlinkSync(temp);
+    } catch { /* never created, or already removed */ }
+  };
+  return new WritableStream<Uint8Array>({
+    write(chunk) {
+      try {
+        let done = 0;
+        while (done < chunk.length) done += writeSync(fd!, chunk, done, chunk.length - done);
+      } catch (e) {
+        // A failed write errors the stream without calling abort: clean up here.
+        discard();
+        throw e;
+      }
+    },
+    close() {
+      try {
+        if (fsync) fsyncSync(fd!);
+        closeSync(fd!);
+        fd = undefined;
+        renameSync(temp, path);
+      } catch (e) {
+        discard();
+        throw e;
+      }
+    },
+    abort() {
+      discard();
+    },
+  });
+}
