@@ -1,0 +1,208 @@
+/**
+ * The quantflow command line: `quantize`, `dequantize`, `inspect`,
+ * `calibrate`, `serve` and `demo`. Exit codes: 0 success, 1 bad input (with
+ * a one-line reason), 2 bad usage.
+ *
+ * Run it as `deno task quantize ...`, `deno run -A src/cli.ts quantize ...`
+ * or `bun src/cli.ts quantize ...`.
+ *
+ * @module
+ */
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { ConfigError, Float16OverflowError, FormatError, NonFiniteError } from "./errors.ts";
+import { parseConfig, type QuantizeConfig } from "./config.ts";
+import { GPT2_CONFIG, tinyGpt2 } from "./demo_model.ts";
+import { ProgressBar } from "./progress_bar.ts";
+import { formatReport, type ModelReport } from "./report.ts";
+import { quantizeFile } from "../streams/quantize_pipeline.ts";
+import { dequantizeFile, readHeader } from "../streams/dequantize_pipeline.ts";
+import { formatCheckpoint, summarizeCheckpoint } from "../streams/inspect.ts";
+import { openFileSource } from "./byte_source.ts";
+
+const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
+
+Usage:
+  quantflow quantize IN.safetensors -o OUT.safetensors|OUT.arrows [options]
+      --mode linear_symmetric|linear     (default linear_symmetric)
+      --dtype int8|uint8|int4|uint4      (default int8)
+      --granularity per_tensor|per_channel|per_block   (default per_channel)
+      --axis N                           channel axis, negative from the end (default 0)
+      --block-size N                     per_block block length (default 32)
+      --weight-threshold N               keep tensors with <= N elements in float (default 2048)
+      --quantize-rank1                   quantize rank-1 tensors per tensor
+      --config FILE.json                 {"global": {...}, "tensors": {"pattern": {...} | null}}
+      --report FILE.json                 also write the report as JSON
+      --slab-bytes N                     slab budget in bytes (default 4194304)
+  quantflow dequantize IN.safetensors -o OUT.safetensors
+  quantflow inspect FILE.safetensors [--json]
+  quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
+  quantflow serve [--port 8787] [--host 127.0.0.1] [--max-body BYTES] [--max-concurrent N]
+  quantflow demo                         quantize a tiny GPT-2 checkpoint and print the report
+`;
+
+/** Bad usage: exit 2. */
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function integer(flag: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  if (!/^-?\d+$/.test(value)) throw new UsageError(`--${flag} expects an integer, got "${value}"`);
+  return Number(value);
+}
+
+const QUANTIZE_FLAGS = {
+  output: { type: "string", short: "o" },
+  mode: { type: "string" },
+  dtype: { type: "string" },
+  granularity: { type: "string" },
+  axis: { type: "string" },
+  "block-size": { type: "string" },
+  "weight-threshold": { type: "string" },
+  "quantize-rank1": { type: "boolean" },
+  config: { type: "string" },
+  report: { type: "string" },
+  "slab-bytes": { type: "string" },
+} as const;
+
+/** The configuration from a file plus flags; flags override the file's global options. */
+function configFrom(values: Record<string, string | boolean | undefined>): QuantizeConfig {
+  let file: { global?: object; tensors?: object } = {};
+  if (typeof values.config === "string") {
+    try {
+      file = JSON.parse(readFileSync(values.config, "utf8"));
+    } catch (cause) {
+      throw new FormatError(`Cannot read config ${values.config}: ${(cause as Error).message}`);
+    }
+  }
+  const flags = Object.fromEntries(
+    Object.entries({
+      mode: values.mode,
+      dtype: values.dtype,
+      granularity: values.granularity,
+      axis: integer("axis", values.axis as string | undefined),
+      blockSize: integer("block-size", values["block-size"] as string | undefined),
+      weightThreshold: integer("weight-threshold", values["weight-threshold"] as string | undefined),
+      quantizeRank1: values["quantize-rank1"],
+    }).filter(([, v]) => v !== undefined),
+  );
+  try {
+    return parseConfig({ ...file, global: { ...(file.global ?? {}), ...flags } });
+  } catch (e) {
+    // A bad flag value is bad usage; a bad config file is bad input.
+    if (e instanceof ConfigError && !values.config) throw new UsageError(e.message);
+    throw e;
+  }
+}
+
+function oneInput(positionals: string[], command: string): string {
+  if (positionals.length !== 1) throw new UsageError(`${command} takes one input file, got ${positionals.length}`);
+  return positionals[0];
+}
+
+function requireOutput(values: { output?: string }, command: string): string {
+  if (!values.output) throw new UsageError(`${command} needs -o OUT`);
+  return values.output;
+}
+
+async function quantize(args: string[], out = console.log): Promise<ModelReport> {
+  const { values, positionals } = parseArgs({ args, options: QUANTIZE_FLAGS, allowPositionals: true });
+  const input = oneInput(positionals, "quantize");
+  const output = requireOutput(values, "quantize");
+  const config = configFrom(values);
+  const bar = new ProgressBar("quantizing");
+  const report = await quantizeFile(input, output, {
+    config,
+    slabBytes: integer("slab-bytes", values["slab-bytes"]),
+    onProgress: (done, total) => bar.update(done, total),
+  }).finally(() => bar.finish());
+  out(formatReport(report));
+  if (values.report) writeFileSync(values.report, JSON.stringify(report, null, 2) + "\n");
+  return report;
+}
+
+async function demo(): Promise<void> {
+  const dir = join(".out", "demo");
+  mkdirSync(dir, { recursive: true });
+  const input = join(dir, "tiny-gpt2.safetensors");
+  const output = join(dir, "tiny-gpt2.int8.safetensors");
+  const configPath = join(dir, "gpt2_config.json");
+  writeFileSync(input, tinyGpt2());
+  writeFileSync(configPath, JSON.stringify(GPT2_CONFIG, null, 2) + "\n");
+  console.log(`Generated ${input}: a tiny GPT-2 (2 blocks, hidden 128) in float32.`);
+  console.log(`Config ${configPath}: Conv1D weights [in, out] use axis -1.\n`);
+  await quantize([input, "-o", output, "--config", configPath]);
+  console.log(`\nWrote ${output}. Try: deno task inspect ${output}`);
+}
+
+/**
+ * Runs the CLI.
+ *
+ * @param args Command-line arguments after the program name.
+ * @returns The exit code.
+ */
+export async function main(args: string[]): Promise<number> {
+  const [command, ...rest] = args;
+  try {
+    switch (command) {
+      case "quantize":
+        await quantize(rest);
+        return 0;
+      case "dequantize": {
+        const { values, positionals } = parseArgs({ args: rest, options: { output: { type: "string", short: "o" } }, allowPositionals: true });
+        const count = await dequantizeFile(oneInput(positionals, "dequantize"), requireOutput(values, "dequantize"));
+        console.log(`Dequantized ${count} tensors into ${values.output}`);
+        return 0;
+      }
+      case "inspect": {
+        const { values, positionals } = parseArgs({ args: rest, options: { json: { type: "boolean" } }, allowPositionals: true });
+        const source = openFileSource(oneInput(positionals, "inspect"));
+        try {
+          const summary = summarizeCheckpoint(readHeader(source));
+          console.log(values.json ? JSON.stringify(summary, null, 2) : formatCheckpoint(summary));
+        } finally {
+          source.close();
+        }
+        return 0;
+      }
+      case "calibrate": {
+        const { calibrateCommand } = await import("./calibrate_command.ts");
+        return await calibrateCommand(rest);
+      }
+      case "serve": {
+        const { serveCommand } = await import("./http/serve_command.ts");
+        return await serveCommand(rest);
+      }
+      case "demo":
+        await demo();
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        console.log(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+      console.error(`quantflow: ${(e as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    if (
+      e instanceof FormatError || e instanceof ConfigError || e instanceof NonFiniteError ||
+      e instanceof Float16OverflowError || e instanceof RangeError || (e as { code?: string }).code === "ENOENT"
+    ) {
+      console.error(`quantflow: ${(e as Error).message}`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+

@@ -1,0 +1,169 @@
+/**
+ * Dequantizing a quantized safetensors checkpoint back to its source float
+ * types, reading the scales first and the data in slabs.
+ *
+ * @module
+ */
+import { BlockLayout } from "../src/block_layout.ts";
+import { type ByteSource, openFileSource } from "../src/byte_source.ts";
+import { dequantizeValues } from "../src/dequantize_kernel.ts";
+import { FormatError } from "../src/errors.ts";
+import { decodeFloat16 } from "../src/float16.ts";
+import { unpackInt4 } from "../src/pack.ts";
+import { bitsOf, isSigned, storesZeroPoint } from "../src/ranges.ts";
+import { elementCount } from "../src/report.ts";
+import {
+  parseSafetensorsHeader,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  safetensorsCodeOf,
+  safetensorsHeaderSize,
+} from "../src/safetensors_header.ts";
+import type { RawChunk } from "../src/types.ts";
+import { QUANTFLOW_METADATA_KEY, type QuantizedTensorRecord } from "./quantize_pipeline.ts";
+import { type OutputTensorSpec, SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
+
+/** Options of {@linkcode dequantizeFile}. */
+export interface DequantizeFileOptions {
+  /**
+   * Byte budget of the quantized data read at a time.
+   * @default {4194304}
+   */
+  slabBytes?: number;
+}
+
+/**
+ * Reads and validates the header of a safetensors file.
+ *
+ * @param source The file.
+ * @returns The header.
+ * @throws {FormatError} When it is malformed.
+ */
+export function readHeader(source: ByteSource): SafetensorsHeader {
+  const prefix = new Uint8Array(8);
+  source.read(0, prefix);
+  const size = safetensorsHeaderSize(prefix, source.size);
+  const bytes = new Uint8Array(size);
+  source.read(0, bytes);
+  return parseSafetensorsHeader(bytes, source.size);
+}
+
+/**
+ * The per-tensor quantization records of a quantized checkpoint's metadata.
+ *
+ * @param header A parsed header.
+ * @returns Records by tensor name; empty for a checkpoint quantflow did not write.
+ * @throws {FormatError} When the record is not valid JSON.
+ */
+export function quantizationRecords(header: SafetensorsHeader): Record<string, QuantizedTensorRecord> {
+  const text = header.metadata[QUANTFLOW_METADATA_KEY];
+  if (text === undefined) return {};
+  try {
+    return JSON.parse(text).tensors ?? {};
+  } catch (cause) {
+    throw new FormatError(`Cannot read __metadata__.${QUANTFLOW_METADATA_KEY}: not JSON`, { cause });
+  }
+}
+
+function readEntry(source: ByteSource, entry: SafetensorsEntry | undefined, what: string): Uint8Array {
+  if (!entry) throw new FormatError(`Cannot dequantize: tensor "${what}" is missing`);
+  const bytes = new Uint8Array(entry.end - entry.begin);
+  source.read(entry.begin, bytes);
+  return bytes;
+}
+
+async function* dequantizedChunks(
+  source: ByteSource,
+  header: SafetensorsHeader,
+  records: Record<string, QuantizedTensorRecord>,
+  slabBytes: number,
+): AsyncGenerator<RawChunk> {
+  const byName = new Map(header.entries.map((e) => [e.name, e]));
+  const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
+  for (const entry of header.entries) {
+    if (auxiliary.has(entry.name)) continue;
+    const record = records[entry.name];
+    if (!record) {
+      for (let at = entry.begin; at < entry.end; at += slabBytes) {
+        const bytes = new Uint8Array(Math.min(slabBytes, entry.end - at));
+        source.read(at, bytes);
+        yield { kind: "raw", name: entry.name, dtype: entry.dtype, shape: entry.shape, offset: at - entry.begin, bytes };
+      }
+      continue;
+    }
+    const scaleBytes = readEntry(source, byName.get(`${entry.name}.scale`), `${entry.name}.scale`);
+    const scale = record.scaleDType === "float16"
+      ? decodeFloat16(new Uint16Array(scaleBytes.buffer), new Float32Array(scaleBytes.length / 2))
+      : new Float32Array(scaleBytes.buffer);
+    const signed = isSigned(record.dtype);
+    const zeroPoint = storesZeroPoint(record.dtype, record.mode)
+      ? (signed ? Int8Array : Uint8Array).from(readEntry(source, byName.get(`${entry.name}.zero_point`), `${entry.name}.zero_point`))
+      : undefined;
+    const layout = new BlockLayout(record.shape, record.blockSizes);
+    const size = elementCount(record.shape);
+    const fourBit = bitsOf(record.dtype) === 4;
+    // An even number of elements per slab keeps packed 4-bit slabs on byte boundaries.
+    const step = Math.max(2, Math.floor(slabBytes / 2) * 2);
+    const elementBytes = record.sourceDType === "float32" ? 4 : 2;
+    for (let offset = 0; offset < size; offset += step) {
+      const count = Math.min(step, size - offset);
+      const stored = new Uint8Array(fourBit ? Math.ceil(count / 2) : count);
+      source.read(entry.begin + (fourBit ? offset / 2 : offset), stored);
+      const q = fourBit
+        ? unpackInt4(stored, count, signed)
+        : signed
+        ? new Int8Array(stored.buffer)
+        : stored;
+      const values = dequantizeValues(q, offset, layout, scale, zeroPoint, record.sourceDType);
+      yield {
+        kind: "raw",
+        name: entry.name,
+        dtype: safetensorsCodeOf(record.sourceDType),
+        shape: record.shape,
+        offset: offset * elementBytes,
+        bytes: new Uint8Array(values.buffer, values.byteOffset, values.byteLength),
+      };
+    }
+  }
+}
+
+/**
+ * Dequantizes a checkpoint written by quantflow back to float, each tensor
+ * in its source dtype and shape; other tensors are copied unchanged.
+ *
+ * @param inputPath A quantized safetensors file.
+ * @param outputPath Where to write; it appears only when complete.
+ * @param options Slab budget.
+ * @returns The number of tensors dequantized.
+ * @throws {FormatError} When the input is malformed or lacks a scale tensor.
+ */
+export async function dequantizeFile(
+  inputPath: string,
+  outputPath: string,
+  options: DequantizeFileOptions = {},
+): Promise<number> {
+  const source = openFileSource(inputPath);
+  try {
+    const header = readHeader(source);
+    const records = quantizationRecords(header);
+    const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
+    const specs: OutputTensorSpec[] = header.entries.filter((e) => !auxiliary.has(e.name)).map((e) => {
+      const record = records[e.name];
+      if (!record) return { name: e.name, dtype: e.dtype, shape: e.shape, byteLength: e.end - e.begin };
+      const elementBytes = record.sourceDType === "float32" ? 4 : 2;
+      return {
+        name: e.name,
+        dtype: safetensorsCodeOf(record.sourceDType),
+        shape: record.shape,
+        byteLength: elementCount(record.shape) * elementBytes,
+      };
+    });
+    const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
+    await ReadableStream.from(dequantizedChunks(source, header, records, options.slabBytes ?? 4 * 1024 * 1024))
+      .pipeThrough(new SafetensorsEncodeStream(specs, metadata))
+      .pipeTo(writeFileAtomically(outputPath));
+    return Object.keys(records).length;
+  } finally {
+    source.close();
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * The main job: a safetensors checkpoint in, a quantized checkpoint and a
+ * report out, streamed end to end in bounded memory.
+ *
+ * @module
+ */
+import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
+import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
+import type { ModelReport, TensorReport } from "../src/report.ts";
+import { planTensor } from "../src/tensor_plan.ts";
+import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
+import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
+import { QuantizeStream } from "./quantize_stream.ts";
+import { type OutputTensorSpec, quantizedSpecs, SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
+import { readSafetensors } from "./safetensors_source.ts";
+
+/** Output formats of a quantization. */
+export type OutputFormat = "safetensors" | "arrows";
+
+/** The `__metadata__` key under which a quantized checkpoint records how each tensor was quantized. */
+export const QUANTFLOW_METADATA_KEY = "quantflow";
+
+/** Options of {@linkcode quantizeSafetensors} and {@linkcode quantizeFile}. */
+export interface QuantizePipelineOptions {
+  /**
+   * Options for every tensor, or a configuration with per-tensor overrides.
+   * @default {{}}
+   */
+  config?: QuantizeConfig | QuantizeOptions;
+  /**
+   * Output format: a safetensors file, or Arrow IPC streams (one per tensor, concatenated).
+   * @default {"safetensors"}
+   */
+  format?: OutputFormat;
+  /**
+   * Byte budget of one slab.
+   * @default {4194304}
+   */
+  slabBytes?: number;
+  /**
+   * Called with each tensor's report when it is done.
+   * @default {undefined}
+   */
+  onTensor?: (report: TensorReport) => void;
+  /**
+   * Called as input bytes are consumed, with the bytes done and the total of the data section.
+   * @default {undefined}
+   */
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** A quantization under way. */
+export interface QuantizeJob {
+  /** The input's validated header. */
+  readonly header: SafetensorsHeader;
+  /** The output bytes; reading them drives the work. */
+  readonly output: ReadableStream<Uint8Array>;
+  /** The report of the tensors done so far (all, once `output` has closed). */
+  report(): ModelReport;
+}
+
+/** Per quantized tensor, what `__metadata__` records so that dequantization needs nothing else. */
+export interface QuantizedTensorRecord extends Omit<QuantizedTensorInfo, "name"> {}
+
+function outputPlan(header: SafetensorsHeader, config: QuantizeConfig) {
+  const specs: OutputTensorSpec[] = [];
+  const records: Record<string, QuantizedTensorRecord> = {};
+  for (const entry of header.entries) {
+    const dtype = floatDTypeOf(entry.dtype);
+    const plan = dtype && planTensor({ name: entry.name, dtype, shape: entry.shape }, optionsFor(config, entry.name));
+    if (plan && plan.kind === "plan") {
+      const { kind: _, name, ...record } = plan;
+      specs.push(...quantizedSpecs(plan));
+      records[name] = record;
+    } else {
+      specs.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, byteLength: entry.end - entry.begin });
+    }
+  }
+  return { specs, records };
+}
+
+/** Raw chunks of float tensors back into slabs, for the Arrow output; other raw chunks cannot be represented. */
+function toArrowChunks(onDropped: (name: string) => void): TransformStream<QuantizedSlab | RawChunk, Slab | QuantizedSlab> {
+  return new TransformStream({
+    transform(chunk, controller) {
+      if (chunk.kind === "quantized") return controller.enqueue(chunk);
+      const dtype = floatDTypeOf(chunk.dtype);
+      if (!dtype) {
+        if (chunk.offset === 0) onDropped(chunk.name);
+        return;
+      }
+      const { buffer, byteOffset, byteLength } = chunk.bytes;
+      const data = dtype === "float32"
+        ? new Float32Array(buffer, byteOffset, byteLength / 4)
+        : new Uint16Array(buffer, byteOffset, byteLength / 2);
+      controller.enqueue({
+        kind: "slab",
+        tensor: { name: chunk.name, dtype, shape: chunk.shape },
+        offset: chunk.offset / data.BYTES_PER_ELEMENT,
+        data,
+      });
+    },
+  });
+}
+
+/**
+ * Starts quantizing a safetensors checkpoint. The header is read and
+ * validated, and every tensor's plan made, before this resolves; the work
+ * happens as `output` is read.
+ *
+ * @param input A file path (re-readable: two-pass tensors are read twice), the bytes, or a stream (two-pass tensors are spooled).
+ * @param options Configuration, format and callbacks.
+ * @returns The job: header, output bytes and report.
+ * @throws {FormatError} When the header is invalid.
+ * @throws {ConfigError} When the configuration is invalid.
+ */
+export async function quantizeSafetensors(
+  input: string | Uint8Array | ReadableStream<Uint8Array>,
+  options: QuantizePipelineOptions = {},
+): Promise<QuantizeJob> {
+  const config = options.config && "global" in options.config && "tensors" in options.config
+    ? options.config as QuantizeConfig
+    : configOf(options.config as QuantizeOptions | undefined);
+  const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes });
+  const { specs, records } = outputPlan(header, config);
+  const stream = new QuantizeStream(config, { onTensor: options.onTensor });
+  const dropped: string[] = [];
+
+  let done = 0;
+  const total = header.dataEnd - header.dataStart;
+  const counted = chunks.pipeThrough(
+    new TransformStream<Slab | RawChunk, Slab | RawChunk>({
+      transform(chunk, controller) {
+        controller.enqueue(chunk);
+        done += chunk.kind === "raw" ? chunk.bytes.byteLength : chunk.data.byteLength;
+        options.onProgress?.(done, total);
+      },
+    }),
+  );
+  const quantized = counted.pipeThrough(stream);
+  const output = options.format === "arrows"
+    ? quantized.pipeThrough(toArrowChunks((name) => dropped.push(name))).pipeThrough(new ArrowIpcEncodeStream())
+    : quantized.pipeThrough(
+      new SafetensorsEncodeStream(specs, {
+        ...header.metadata,
+        [QUANTFLOW_METADATA_KEY]: JSON.stringify({ format: 1, tensors: records }),
+      }),
+    );
+  return {
+    header,
+    output,
+    report: () => {
+      const report = stream.report;
+      if (!dropped.length) return report;
+      const tensors = report.tensors.map((t) =>
+        dropped.includes(t.name) ? { ...t, message: "not representable in the Arrow layout; not written" } : t
+      );
+      return { ...report, tensors };
+    },
+  };
+}
+
+/**
+ * Quantizes a safetensors file into a new file, which appears under its
+ * name only when complete.
+ *
+ * @param inputPath The checkpoint.
+ * @param outputPath Where to write; `.arrows` selects Arrow IPC unless `options.format` says otherwise.
+ * @param options Configuration and callbacks.
+ * @returns The report.
+ * @throws {FormatError} When the input is malformed (nothing is written).
+ * @throws {NonFiniteError} When a tensor to quantize holds NaN or an infinity (nothing is written).
+ */
+export async function quantizeFile(
+  inputPath: string,
+  outputPath: string,
+  options: QuantizePipelineOptions = {},
+): Promise<ModelReport> {
+  const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
+  const job = await quantizeSafetensors(inputPath, { ...options, format });
+  await job.output.pipeTo(writeFileAtomically(outputPath));
+  return job.report();
+}
