@@ -1,0 +1,185 @@
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { packInt4, parseConfig, quantizeTensor } from "@quantflow/quantflow";
+import type { FloatDType, QuantizeOptions, Tensor } from "@quantflow/quantflow";
+import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
+import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
+import { main } from "../src/cli.ts";
+import { encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
+import { tinyGpt2 } from "../src/demo_model.ts";
+import { rng } from "./_reference.ts";
+import { bytesOf, checkpoint, rawFile, readCheckpoint } from "./_checkpoint.ts";
+
+const CODES: Record<FloatDType, string> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
+
+function randomTensor(name: string, dtype: FloatDType, shape: number[], seed: number): Tensor {
+  const next = rng(seed);
+  const size = shape.reduce((a, b) => a * b, 1);
+  const values = Float32Array.from({ length: size }, (_, i) => (next() - 0.5) * (1 + (i % 3)));
+  if (dtype === "float32") return { name, dtype, shape, data: values };
+  const bits = new Uint16Array(size);
+  return { name, dtype, shape, data: dtype === "float16" ? encodeFloat16(values, bits) : encodeBfloat16(values, bits) };
+}
+
+function fileOf(tensors: Tensor[], extra: Record<string, { dtype: string; shape: number[]; bytes: Uint8Array }> = {}) {
+  return checkpoint({
+    ...Object.fromEntries(tensors.map((t) => [t.name, { dtype: CODES[t.dtype], shape: [...t.shape], bytes: bytesOf(t.data) }])),
+    ...extra,
+  });
+}
+
+const dir = mkdtempSync(join(tmpdir(), "quantflow-test-"));
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+let counter = 0;
+function path(name = "f.safetensors"): string {
+  return join(dir, `${counter++}-${name}`);
+}
+
+describe("quantizeFile", () => {
+  const cases: [string, QuantizeOptions][] = [
+    ["per_channel", {}],
+    ["per_channel axis -1", { axis: -1 }],
+    ["per_tensor affine uint8", { granularity: "per_tensor", mode: "linear", dtype: "uint8" }],
+    ["per_block int4", { granularity: "per_block", blockSize: 16, dtype: "int4" }],
+    ["per_channel affine uint4", { mode: "linear", dtype: "uint4" }],
+  ];
+  for (const dtype of ["float32", "float16", "bfloat16"] as FloatDType[]) {
+    for (const [label, options] of cases) {
+      test(`writes quantizeTensor's numbers: ${dtype} ${label}`, async () => {
+        const tensors = [randomTensor("a.weight", dtype, [64, 48], 1), randomTensor("b.weight", dtype, [33, 16, 3], 2)];
+        const input = path();
+        writeFileSync(input, fileOf(tensors));
+        const output = path();
+        // A small slab budget makes every tensor span several slabs.
+        const report = await quantizeFile(input, output, { config: options, slabBytes: 1000 });
+        const { tensors: out, metadata } = readCheckpoint(readFileSync(output));
+        const records = JSON.parse(metadata.quantflow).tensors;
+        for (const t of tensors) {
+          const expected = quantizeTensor(t, options);
+          if (expected.kind === "skipped") {
+            assert.deepEqual(out[t.name].bytes, bytesOf(t.data));
+            continue;
+          }
+          const fourBit = expected.dtype.endsWith("4");
+          assert.deepEqual(out[t.name].bytes, fourBit ? packInt4(expected.data) : bytesOf(expected.data), t.name);
+          assert.deepEqual(out[`${t.name}.scale`].bytes, bytesOf(expected.scale));
+          assert.deepEqual(out[`${t.name}.scale`].shape, expected.scaleShape);
+          if (expected.zeroPoint) assert.deepEqual(out[`${t.name}.zero_point`].bytes, bytesOf(expected.zeroPoint));
+          assert.equal(records[t.name].sourceDType, dtype);
+          assert.deepEqual(records[t.name].shape, t.shape);
+        }
+        assert.equal(report.tensors.length, 2);
+      });
+    }
+  }
+
+  test("applies overrides and passes other dtypes through byte for byte", async () => {
+    const ids = new BigInt64Array([1n, 2n, 3n]);
+    const input = path();
+    const a = randomTensor("h.0.attn.c_attn.weight", "float32", [64, 96], 3);
+    const b = randomTensor("wte.weight", "float32", [100, 64], 4);
+    writeFileSync(input, fileOf([a, b], { ids: { dtype: "I64", shape: [3], bytes: bytesOf(ids) } }));
+    const output = path();
+    const config = parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } });
+    const report = await quantizeFile(input, output, { config });
+    const { tensors: out } = readCheckpoint(readFileSync(output));
+    assert.deepEqual(out["h.0.attn.c_attn.weight.scale"].shape, [1, 96]);
+    assert.deepEqual(out["wte.weight"].bytes, bytesOf(b.data));
+    assert.deepEqual(out.ids.bytes, bytesOf(ids));
+    assert.deepEqual(report.tensors.map((t) => t.reason), [undefined, "excluded", "not_float"]);
+  });
+
+  test("quantize then dequantize restores shapes and dtypes within half a step", async () => {
+    const input = path();
+    writeFileSync(input, tinyGpt2({ layers: 1, hidden: 64 }));
+    const quantized = path();
+    await quantizeFile(input, quantized, { config: { dtype: "int4", granularity: "per_block", blockSize: 16 } });
+    const restored = path();
+    await dequantizeFile(quantized, restored, { slabBytes: 999 });
+    const before = readCheckpoint(readFileSync(input)).tensors;
+    const after = readCheckpoint(readFileSync(restored)).tensors;
+    assert.deepEqual(Object.keys(after), Object.keys(before));
+    let compared = 0;
+    for (const [name, t] of Object.entries(before)) {
+      assert.equal(after[name].dtype, t.dtype);
+      assert.deepEqual(after[name].shape, t.shape);
+      if (t.dtype !== "F32") continue;
+      const x = new Float32Array(t.bytes.buffer), y = new Float32Array(after[name].bytes.buffer);
+      const peak = x.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      for (let i = 0; i < x.length; i++) assert.ok(Math.abs(x[i] - y[i]) <= peak / 7 / 2 + 1e-7, `${name}[${i}]`);
+      compared++;
+    }
+    assert.ok(compared > 10);
+  });
+
+  test("reads the same result from a stream input, spooling two-pass tensors", async () => {
+    const tensor = randomTensor("w", "float32", [40, 30], 5);
+    const bytes = fileOf([tensor]);
+    const options = { config: { granularity: "per_tensor" as const }, slabBytes: 512 };
+    const fromStream = await quantizeSafetensors(ReadableStream.from([bytes.slice(0, 100), bytes.slice(100)]), options);
+    const fromBytes = await quantizeSafetensors(bytes, options);
+    const a = new Uint8Array(await new Response(fromStream.output).arrayBuffer());
+    const b = new Uint8Array(await new Response(fromBytes.output).arrayBuffer());
+    assert.deepEqual(a, b);
+  });
+});
+
+describe("bad input leaves no output", () => {
+  const good = () => fileOf([randomTensor("w", "float32", [64, 64], 6)]);
+  const cases: [string, () => Uint8Array, RegExp][] = [
+    ["truncated data", () => good().slice(0, -100), /data ends at byte|shorter|truncat/i],
+    ["a header length beyond the file", () => {
+      const f = good();
+      new DataView(f.buffer).setBigUint64(0, 1n << 40n, true);
+      return f;
+    }, /header/i],
+    ["an unknown dtype", () => rawFile('{"w":{"dtype":"F42","shape":[2],"data_offsets":[0,8]}}', 8), /dtype/],
+    [
+      "overlapping offsets",
+      () =>
+        rawFile('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', 12),
+      /overlap/,
+    ],
+    ["a wrong byte length", () => rawFile('{"w":{"dtype":"F32","shape":[3,3],"data_offsets":[0,32]}}', 32), /byte/],
+    ["a NaN in a weight", () => {
+      const t = randomTensor("h.0.w", "float32", [64, 64], 7);
+      (t.data as Float32Array)[4000] = NaN;
+      return fileOf([t]);
+    }, /Cannot quantize tensor "h.0.w": NaN at element 4000/],
+  ];
+  for (const [label, make, message] of cases) {
+    test(`${label}: exit 1 and no output file`, async () => {
+      const input = path();
+      writeFileSync(input, make());
+      const output = path("out.safetensors");
+      const errors: string[] = [];
+      const original = console.error;
+      console.error = (text: string) => errors.push(text);
+      try {
+        assert.equal(await main(["quantize", input, "-o", output]), 1);
+      } finally {
+        console.error = original;
+      }
+      assert.equal(errors.length, 1);
+      assert.match(errors[0], message);
+      assert.equal(existsSync(output), false);
+      assert.deepEqual(readdirSync(dir).filter((f) => f.includes("out.safetensors")), []);
+    });
+  }
+
+  test("bad usage exits 2", async () => {
+    const original = console.error;
+    console.error = () => {};
+    try {
+      assert.equal(await main(["quantize", "in.safetensors"]), 2);
+      assert.equal(await main(["quantize", "a", "-o", "b", "--axis", "x"]), 2);
+      assert.equal(await main(["quantize", "a", "-o", "b", "--dtype", "int3"]), 2);
+      assert.equal(await main(["frobnicate"]), 2);
+    } finally {
+      console.error = original;
+    }
+  });
+});
