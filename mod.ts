@@ -30,3 +30,8 @@ export * from "./src/byte_source.ts";
 export * from "./src/spool.ts";
 export * from "./streams/safetensors_source.ts";
 export * from "./streams/safetensors_sink.ts";
+export * from "./streams/channel_stats_stream.ts";
+export * from "./streams/dequantize_stream.ts";
+export * from "./streams/quantize_pipeline.ts";
+export * from "./streams/dequantize_pipeline.ts";
+export * from "./streams/inspect.ts";

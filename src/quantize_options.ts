@@ -1,12 +1,12 @@
 /**
- * Validation and defaults of {@linkcode QuantizeOptions}, one zod schema
+ * Validation and defaults of `QuantizeOptions`, one zod schema
  * shared by the API, the configuration file, the CLI and HTTP.
  *
  * @module
  */
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
-import type { QuantizeOptions, ResolvedQuantizeOptions } from "./types.ts";
+import type { ResolvedQuantizeOptions } from "./types.ts";
 import { formatIssues } from "./_zod_issues.ts";
 
 /** Defaults of Core ML Tools' `OpLinearQuantizerConfig`. */

@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { parseConfig, quantizeTensor, QuantizeStream } from "@quantflow/quantflow";
+import { ChannelStatsStream, dequantizeTensor, DequantizeStream, parseConfig, quantizeTensor, QuantizeStream } from "@quantflow/quantflow";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab, Tensor } from "@quantflow/quantflow";
 import { encodeFloat16 } from "../src/float16.ts";
 import { rng } from "./_reference.ts";
@@ -130,5 +130,43 @@ describe("QuantizeStream", () => {
       collect([slabs[0], slabs[2]], new QuantizeStream({ weightThreshold: 0 })),
       /Slab of tensor "w" starts at element 128, expected 64/,
     );
+  });
+});
+
+describe("DequantizeStream", () => {
+  for (const [label, options] of [
+    ["per_channel", {}],
+    ["per_tensor", { granularity: "per_tensor" }],
+    ["per_channel axis -1 affine", { axis: -1, mode: "linear", dtype: "uint8" }],
+    ["per_block int4", { granularity: "per_block", blockSize: 4, dtype: "int4" }],
+  ] as [string, QuantizeOptions][]) {
+    test(`equals dequantizeTensor: ${label}`, async () => {
+      const tensor = randomTensor("w", [24, 16], 9, "float16");
+      const opts = { ...options, weightThreshold: 0 };
+      const expected = quantizeTensor(tensor, opts);
+      if (expected.kind !== "quantized") throw new Error("skipped");
+      const out = await Array.fromAsync(
+        ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(new QuantizeStream(opts)).pipeThrough(new DequantizeStream()),
+      );
+      const data = new Uint16Array(24 * 16);
+      for (const s of out as Slab[]) data.set(s.data as Uint16Array, s.offset);
+      assert.deepEqual(data, dequantizeTensor(expected).data);
+    });
+  }
+});
+
+describe("ChannelStatsStream", () => {
+  test("accumulates per-channel min and max across slabs, on any axis", async () => {
+    const tensor = randomTensor("w", [24, 16], 10);
+    const values = tensor.data as Float32Array;
+    const [stats] = await Array.fromAsync(
+      ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(new ChannelStatsStream({ axis: -1, weightThreshold: 0 })),
+    );
+    assert.deepEqual(stats.scaleShape, [1, 16]);
+    for (let c = 0; c < 16; c++) {
+      const column = Array.from({ length: 24 }, (_, r) => values[r * 16 + c]);
+      assert.equal(stats.mins[c], Math.min(...column));
+      assert.equal(stats.maxs[c], Math.max(...column));
+    }
   });
 });

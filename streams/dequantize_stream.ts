@@ -1,0 +1,76 @@
+/**
+ * DequantizeStream: quantized slabs back to float slabs.
+ *
+ * @module
+ */
+import { BlockLayout } from "../src/block_layout.ts";
+import { dequantizeValues } from "../src/dequantize_kernel.ts";
+import { FormatError } from "../src/errors.ts";
+import { decodeFloat16 } from "../src/float16.ts";
+import { elementCount } from "../src/report.ts";
+import type { QuantizedSlab, QuantizedTensorInfo, RawChunk, Slab } from "../src/types.ts";
+
+function scaleNumbers(slab: QuantizedSlab): Float32Array {
+  if (slab.tensor.scaleDType === "float32") return slab.scale as Float32Array;
+  return decodeFloat16(slab.scale as Uint16Array, new Float32Array(slab.scale.length));
+}
+
+/**
+ * Dequantizes quantized slabs (`w = scale * (q - zero_point)`, in the source
+ * float type) into float slabs; raw chunks pass through. Where a slab carries
+ * the scales of its own rows it is dequantized on its own; otherwise the
+ * tensor's scales, carried by its first slab, are kept until its last.
+ *
+ * @example
+ * ```ts
+ * import { DequantizeStream, QuantizeStream } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const tensor = { name: "w", dtype: "float32", shape: [4, 8] } as const;
+ * const data = Float32Array.from({ length: 32 }, (_, i) => i / 31);
+ * const out = await Array.fromAsync(
+ *   ReadableStream.from([{ tensor, offset: 0, data }])
+ *     .pipeThrough(new QuantizeStream({ weightThreshold: 0 }))
+ *     .pipeThrough(new DequantizeStream()),
+ * );
+ * assert.ok(Math.abs((out[0].kind === "raw" ? 0 : out[0].data[31]) - 1) < 0.01);
+ * ```
+ */
+export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, Slab | RawChunk> {
+  constructor() {
+    let whole: { info: QuantizedTensorInfo; layout: BlockLayout; scale: Float32Array; zeroPoint?: ArrayLike<number> } | undefined;
+    super({
+      transform(slab, controller) {
+        if (slab.kind === "raw") return controller.enqueue(slab);
+        const { tensor: info } = slab;
+        const rowLength = elementCount(info.shape.slice(1));
+        const blocksPerRow = elementCount(info.scaleShape.slice(1));
+        const rows = slab.data.length / rowLength;
+        const ownRows = info.blockSizes[0] === 1 && slab.offset % rowLength === 0 && Number.isInteger(rows) &&
+          slab.scale.length === rows * blocksPerRow && slab.scaleOffset === (slab.offset / rowLength) * blocksPerRow;
+        let data;
+        if (ownRows) {
+          const layout = new BlockLayout([rows, ...info.shape.slice(1)], info.blockSizes);
+          data = dequantizeValues(slab.data, 0, layout, scaleNumbers(slab), slab.zeroPoint, info.sourceDType);
+        } else {
+          if (slab.offset === 0) {
+            if (slab.scale.length !== elementCount(info.scaleShape)) {
+              throw new FormatError(`Quantized tensor "${info.name}": first slab carries ${slab.scale.length} scales, expected all ${elementCount(info.scaleShape)}`);
+            }
+            whole = { info, layout: new BlockLayout(info.shape, info.blockSizes), scale: scaleNumbers(slab), zeroPoint: slab.zeroPoint };
+          }
+          if (!whole || whole.info.name !== info.name) {
+            throw new FormatError(`Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its scales`);
+          }
+          data = dequantizeValues(slab.data, slab.offset, whole.layout, whole.scale, whole.zeroPoint, info.sourceDType);
+        }
+        controller.enqueue({
+          kind: "slab",
+          tensor: { name: info.name, dtype: info.sourceDType, shape: info.shape },
+          offset: slab.offset,
+          data,
+        });
+      },
+    });
+  }
+}
