@@ -35,3 +35,5 @@ export * from "./streams/dequantize_stream.ts";
 export * from "./streams/quantize_pipeline.ts";
 export * from "./streams/dequantize_pipeline.ts";
 export * from "./streams/inspect.ts";
+export * from "./streams/arrow_ipc_encode_stream.ts";
+export * from "./streams/arrow_ipc_decode_stream.ts";

@@ -1,0 +1,202 @@
+/**
+ * Slabs to Arrow IPC stream bytes, one IPC stream per tensor
+ * (docs/arrow_layout.md).
+ *
+ * @module
+ */
+import { type RecordBatch, RecordBatchStreamWriter } from "apache-arrow";
+import {
+  fitsLayout,
+  planQuantizedLayout,
+  planSlabLayout,
+  quantizedSlabToBatch,
+  type ScaleCarry,
+  slabToBatch,
+  type StreamLayout,
+} from "../src/_arrow_slab.ts";
+import type { QuantizedSlab, Slab } from "../src/types.ts";
+
+/** The end-of-stream marker: continuation `0xFFFFFFFF`, then metadata length 0. */
+const END_OF_STREAM: readonly number[] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+
+/**
+ * Buffers at least this long pass to the output as views of the slab's own
+ * memory; shorter pieces (message headers, `row` columns, padding) are joined.
+ * Fresh memory costs more than copying (PITFALLS 14), so a slab's values are
+ * never copied.
+ */
+const PASS_THROUGH_BYTES = 64 * 1024;
+
+/**
+ * apache-arrow's stream writer with its byte sink replaced by a list we
+ * drain after every batch. Its own sink (and `throughDOM`) would run ahead of
+ * a slow consumer (PITFALLS 4); writing one batch per `transform` call keeps
+ * the encoder under the stream's backpressure, and the message bytes are
+ * exactly apache-arrow's.
+ */
+class MessageWriter extends RecordBatchStreamWriter {
+  #chunks: Uint8Array[] = [];
+
+  protected override _write(chunk: ArrayBufferView): this {
+    if (this._started && chunk.byteLength > 0) {
+      this.#chunks.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      this._position += chunk.byteLength;
+    }
+    return this;
+  }
+
+  /**
+   * The bytes written since the last call, preceded by `prefix`: short pieces
+   * joined, long ones as they are (views of the batch's buffers).
+   */
+  take(prefix: readonly number[]): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let pending: Uint8Array[] = prefix.length > 0 ? [Uint8Array.from(prefix)] : [];
+    let pendingSize = prefix.length;
+    const join = () => {
+      if (pending.length === 1) out.push(pending[0]);
+      else if (pending.length > 1) {
+        const joined = new Uint8Array(pendingSize);
+        let at = 0;
+        for (const piece of pending) joined.set(piece, at), at += piece.byteLength;
+        out.push(joined);
+      }
+      pending = [];
+      pendingSize = 0;
+    };
+    for (const chunk of this.#chunks) {
+      if (chunk.byteLength >= PASS_THROUGH_BYTES) {
+        join();
+        out.push(chunk);
+      } else {
+        pending.push(chunk);
+        pendingSize += chunk.byteLength;
+      }
+    }
+    join();
+    this.#chunks = [];
+    return out;
+  }
+}
+
+interface OpenStream {
+  readonly key: string;
+  readonly layout: StreamLayout;
+  readonly writer: MessageWriter;
+  readonly carry: ScaleCarry;
+}
+
+function streamKey(chunk: Slab | QuantizedSlab): string {
+  return `${chunk.kind === "quantized" ? "quantized" : "slab"}\0${chunk.tensor?.name}`;
+}
+
+/**
+ * Encodes slabs as Arrow IPC stream bytes (docs/arrow_layout.md). Each run of
+ * consecutive chunks of one tensor (same name, same kind) becomes one IPC
+ * stream: a schema message, one record batch message per slab, and the
+ * end-of-stream marker when the next tensor starts or the input ends. A model
+ * is thus the concatenation of its tensors' streams, which apache-arrow's
+ * `RecordBatchReader.readAll()` and {@linkcode ArrowIpcDecodeStream} read
+ * back.
+ *
+ * The encoder works one slab at a time under the stream's backpressure: each
+ * slab yields a few output chunks (its message, preceded by the schema for a
+ * tensor's first slab and by the end marker of the previous tensor). Values,
+ * scales and 8-bit quantized data of 64 KiB or more are not copied: those
+ * output chunks are views of the slab's memory, so a producer hands its
+ * buffers over and must not reuse them.
+ *
+ * A tensor whose later slab does not fall on the list entries its first slab
+ * fixed (slabs cut at irregular places inside rows) continues in a further
+ * stream with the same name; the decoder joins them.
+ *
+ * @example Encode two tensors, decode them again
+ * ```ts
+ * import { ArrowIpcDecodeStream, ArrowIpcEncodeStream } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const slabs = [
+ *   { tensor: { name: "a", dtype: "float32" as const, shape: [2, 3] }, offset: 0, data: new Float32Array([1, 2, 3, 4, 5, 6]) },
+ *   { tensor: { name: "b", dtype: "float32" as const, shape: [2] }, offset: 0, data: new Float32Array([7, 8]) },
+ * ];
+ * const decoded = await Array.fromAsync(
+ *   ReadableStream.from(slabs).pipeThrough(new ArrowIpcEncodeStream()).pipeThrough(new ArrowIpcDecodeStream()),
+ * );
+ * assert.deepEqual(decoded.map((s) => [s.tensor.name, Array.from(s.data)]), [["a", [1, 2, 3, 4, 5, 6]], ["b", [7, 8]]]);
+ * ```
+ */
+export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab, Uint8Array> {
+  /**
+   * Creates the encoder. It takes no options: the layout follows from each
+   * tensor's first slab.
+   *
+   * @throws {TypeError} (from the stream, per chunk) If a chunk is not a
+   *   well-formed slab, or a quantized tensor's scales do not follow its rows
+   *   and its first slab does not carry them all.
+   * @throws {RangeError} (from the stream, per chunk) If a slab lies outside
+   *   its tensor, or a row index exceeds Int32.
+   */
+  constructor() {
+    let open: OpenStream | undefined;
+    super({
+      transform(chunk, controller) {
+        if (chunk === null || typeof chunk !== "object" || !ArrayBuffer.isView(chunk.data)) {
+          throw new TypeError(`ArrowIpcEncodeStream expects Slab or QuantizedSlab chunks; got ${describeChunk(chunk)}`);
+        }
+        const key = streamKey(chunk);
+        let prefix: readonly number[] = [];
+        if (open && (open.key !== key || !fitsLayout(open.layout, chunk))) {
+          // The same tensor continues in a new stream when a slab leaves the list entries of the open one.
+          const previous = open.key === key ? open : undefined;
+          prefix = END_OF_STREAM;
+          open = startStream(key, chunk, previous);
+        } else if (!open) {
+          open = startStream(key, chunk, undefined);
+        }
+        const batch: RecordBatch = open.layout.kind === "slab"
+          ? slabToBatch(open.layout, chunk as Slab)
+          : quantizedSlabToBatch(open.layout, chunk as QuantizedSlab, open.carry);
+        open.writer.write(batch);
+        for (const bytes of open.writer.take(prefix)) controller.enqueue(bytes);
+      },
+      flush(controller) {
+        if (open) controller.enqueue(Uint8Array.from(END_OF_STREAM));
+        open = undefined;
+      },
+    });
+  }
+}
+
+function startStream(key: string, chunk: Slab | QuantizedSlab, previous: OpenStream | undefined): OpenStream {
+  const layout = chunk.kind === "quantized"
+    ? planQuantizedLayout(chunk, previous?.layout.kind === "quantized" ? previous.layout : undefined)
+    : planSlabLayout(chunk);
+  const writer = new MessageWriter();
+  writer.reset(undefined, layout.schema);
+  return { key, layout, writer, carry: previous?.carry ?? { block: -1, scale: 0, zeroPoint: 0 } };
+}
+
+function describeChunk(chunk: unknown): string {
+  if (chunk === null || typeof chunk !== "object") return String(chunk);
+  return chunk.constructor?.name ?? "object";
+}
+
+/**
+ * The Arrow IPC sink of a slab pipeline: the same as
+ * `new ArrowIpcEncodeStream()`, named for symmetry with the other sinks.
+ *
+ * @returns A stream from slabs to Arrow IPC bytes (one IPC stream per tensor).
+ *
+ * @example
+ * ```ts
+ * import { toArrowIPC } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const slab = { tensor: { name: "w", dtype: "float32" as const, shape: [1, 2] }, offset: 0, data: new Float32Array([1, 2]) };
+ * const chunks = await Array.fromAsync(ReadableStream.from([slab]).pipeThrough(toArrowIPC()));
+ * assert.deepEqual(Array.from(chunks.at(-1)!), [255, 255, 255, 255, 0, 0, 0, 0]);
+ * ```
+ */
+export function toArrowIPC(): TransformStream<Slab | QuantizedSlab, Uint8Array> {
+  return new ArrowIpcEncodeStream();
+}
