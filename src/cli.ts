@@ -120,6 +120,10 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
     onProgress: (done, total) => bar.update(done, total),
   }).finally(() => bar.finish());
   out(formatReport(report));
+  const omitted = report.tensors.filter((t) => t.omitted);
+  if (omitted.length) {
+    console.error(`note: ${omitted.length} tensors not written (${omitted[0].omitted}): ${omitted.map((t) => t.name).join(", ")}`);
+  }
   if (values.report) writeFileSync(values.report, JSON.stringify(report, null, 2) + "\n");
   return report;
 }

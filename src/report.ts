@@ -39,6 +39,8 @@ export interface TensorReport {
   readonly maxAbsError?: number;
   /** Blocks whose scale was 0 and stored as 1 (all zero, or float16 underflow). */
   readonly zeroRangeBlocks?: number;
+  /** Why the tensor is absent from the output, when it is (non-float tensors in Arrow output). */
+  readonly omitted?: string;
 }
 
 /** Totals over a model. */

@@ -153,7 +153,7 @@ export async function quantizeSafetensors(
       const report = stream.report;
       if (!dropped.length) return report;
       const tensors = report.tensors.map((t) =>
-        dropped.includes(t.name) ? { ...t, message: "not representable in the Arrow layout; not written" } : t
+        dropped.includes(t.name) ? { ...t, omitted: `dtype ${t.dtype} has no place in the Arrow slab layout` } : t
       );
       return { ...report, tensors };
     },

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { packInt4, parseConfig, quantizeTensor } from "@quantflow/quantflow";
-import type { FloatDType, QuantizeOptions, Tensor } from "@quantflow/quantflow";
+import { packInt4, parseConfig, quantizeTensor, readArrowIPC } from "@quantflow/quantflow";
+import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantflow/quantflow";
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { main } from "../src/cli.ts";
@@ -124,6 +124,34 @@ describe("quantizeFile", () => {
     const a = new Uint8Array(await new Response(fromStream.output).arrayBuffer());
     const b = new Uint8Array(await new Response(fromBytes.output).arrayBuffer());
     assert.deepEqual(a, b);
+  });
+});
+
+describe("Arrow IPC output", () => {
+  test("carries the same numbers as the safetensors output, read back independently", async () => {
+    const { tableFromIPC } = await import("@uwdata/flechette");
+    const input = path();
+    writeFileSync(input, tinyGpt2({ layers: 1, hidden: 64 }));
+    const options = { config: { granularity: "per_block" as const, blockSize: 16, dtype: "int4" as const } };
+    const st = path(), arrows = path("out.arrows");
+    await quantizeFile(input, st, options);
+    const report = await quantizeFile(input, arrows, options);
+    const { tensors } = readCheckpoint(readFileSync(st));
+    const slabs = await Array.fromAsync(readArrowIPC(new Uint8Array(readFileSync(arrows))));
+    const quantized = slabs.filter((s) => s.kind === "quantized");
+    const names = [...new Set(quantized.map((s) => s.tensor.name))];
+    assert.equal(names.length, report.totals.quantized);
+    for (const name of names) {
+      const mine = quantized.filter((s) => s.tensor.name === name) as QuantizedSlab[];
+      const q = new Int8Array(mine[0].tensor.shape.reduce((a, b) => a * b, 1));
+      for (const s of mine) q.set(s.data, s.offset);
+      assert.deepEqual(packInt4(q), tensors[name].bytes, name);
+    }
+    // Non-float tensors cannot be written as Arrow slabs: the report says so.
+    assert.ok(report.tensors.filter((t) => t.dtype === "I64" || t.dtype === "U8").every((t) => t.omitted));
+    // flechette, a second Arrow implementation, reads the first tensor's stream.
+    const table = tableFromIPC(new Uint8Array(readFileSync(arrows)));
+    assert.ok(table.numRows > 0);
   });
 });
 
