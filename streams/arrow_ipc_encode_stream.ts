@@ -14,7 +14,8 @@ import {
   slabToBatch,
   type StreamLayout,
 } from "../src/_arrow_slab.ts";
-import type { QuantizedSlab, Slab } from "../src/types.ts";
+import { floatDTypeOf } from "../src/safetensors_header.ts";
+import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 
 /** The end-of-stream marker: continuation `0xFFFFFFFF`, then metadata length 0. */
 const END_OF_STREAM: readonly number[] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
@@ -125,7 +126,7 @@ function streamKey(chunk: Slab | QuantizedSlab): string {
  * assert.deepEqual(decoded.map((s) => [s.tensor.name, Array.from(s.data)]), [["a", [1, 2, 3, 4, 5, 6]], ["b", [7, 8]]]);
  * ```
  */
-export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab, Uint8Array> {
+export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab | RawChunk, Uint8Array> {
   /**
    * Creates the encoder. It takes no options: the layout follows from each
    * tensor's first slab.
@@ -139,7 +140,9 @@ export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab, 
   constructor() {
     let open: OpenStream | undefined;
     super({
-      transform(chunk, controller) {
+      transform(input, controller) {
+        // A float tensor left unquantized arrives as raw bytes; it is written as float slabs.
+        const chunk = input?.kind === "raw" ? rawToSlab(input) : input;
         if (chunk === null || typeof chunk !== "object" || !ArrayBuffer.isView(chunk.data)) {
           throw new TypeError(`ArrowIpcEncodeStream expects Slab or QuantizedSlab chunks; got ${describeChunk(chunk)}`);
         }
@@ -165,6 +168,22 @@ export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab, 
       },
     });
   }
+}
+
+function rawToSlab(chunk: RawChunk): Slab {
+  const dtype = floatDTypeOf(chunk.dtype);
+  if (!dtype) {
+    throw new TypeError(
+      `ArrowIpcEncodeStream: tensor "${chunk.name}" has dtype ${chunk.dtype}, which the Arrow slab layout cannot hold; filter it out first`,
+    );
+  }
+  const { buffer, byteOffset, byteLength } = chunk.bytes;
+  const size = dtype === "float32" ? 4 : 2;
+  if (byteOffset % size !== 0 || chunk.offset % size !== 0) {
+    throw new TypeError(`ArrowIpcEncodeStream: raw chunk of tensor "${chunk.name}" is not aligned to its ${size}-byte elements`);
+  }
+  const data = size === 4 ? new Float32Array(buffer, byteOffset, byteLength / 4) : new Uint16Array(buffer, byteOffset, byteLength / 2);
+  return { kind: "slab", tensor: { name: chunk.name, dtype, shape: chunk.shape }, offset: chunk.offset / size, data };
 }
 
 function startStream(key: string, chunk: Slab | QuantizedSlab, previous: OpenStream | undefined): OpenStream {
@@ -197,6 +216,6 @@ function describeChunk(chunk: unknown): string {
  * assert.deepEqual(Array.from(chunks.at(-1)!), [255, 255, 255, 255, 0, 0, 0, 0]);
  * ```
  */
-export function toArrowIPC(): TransformStream<Slab | QuantizedSlab, Uint8Array> {
+export function toArrowIPC(): TransformStream<Slab | QuantizedSlab | RawChunk, Uint8Array> {
   return new ArrowIpcEncodeStream();
 }

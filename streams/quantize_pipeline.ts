@@ -79,26 +79,15 @@ function outputPlan(header: SafetensorsHeader, config: QuantizeConfig) {
   return { specs, records };
 }
 
-/** Raw chunks of float tensors back into slabs, for the Arrow output; other raw chunks cannot be represented. */
-function toArrowChunks(onDropped: (name: string) => void): TransformStream<QuantizedSlab | RawChunk, Slab | QuantizedSlab> {
+/** Drops non-float raw chunks, which the Arrow slab layout cannot hold, reporting each tensor once. */
+function dropNonFloat(onDropped: (name: string) => void): TransformStream<QuantizedSlab | RawChunk, QuantizedSlab | RawChunk> {
   return new TransformStream({
     transform(chunk, controller) {
-      if (chunk.kind === "quantized") return controller.enqueue(chunk);
-      const dtype = floatDTypeOf(chunk.dtype);
-      if (!dtype) {
+      if (chunk.kind === "raw" && !floatDTypeOf(chunk.dtype)) {
         if (chunk.offset === 0) onDropped(chunk.name);
         return;
       }
-      const { buffer, byteOffset, byteLength } = chunk.bytes;
-      const data = dtype === "float32"
-        ? new Float32Array(buffer, byteOffset, byteLength / 4)
-        : new Uint16Array(buffer, byteOffset, byteLength / 2);
-      controller.enqueue({
-        kind: "slab",
-        tensor: { name: chunk.name, dtype, shape: chunk.shape },
-        offset: chunk.offset / data.BYTES_PER_ELEMENT,
-        data,
-      });
+      controller.enqueue(chunk);
     },
   });
 }
@@ -139,7 +128,7 @@ export async function quantizeSafetensors(
   );
   const quantized = counted.pipeThrough(stream);
   const output = options.format === "arrows"
-    ? quantized.pipeThrough(toArrowChunks((name) => dropped.push(name))).pipeThrough(new ArrowIpcEncodeStream())
+    ? quantized.pipeThrough(dropNonFloat((name) => dropped.push(name))).pipeThrough(new ArrowIpcEncodeStream())
     : quantized.pipeThrough(
       new SafetensorsEncodeStream(specs, {
         ...header.metadata,
