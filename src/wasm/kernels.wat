@@ -1,0 +1,664 @@
+;; Exact WebAssembly SIMD kernels for quantflow (SPEC.md Sections 1, 3, 5).
+;;
+;; Every kernel reproduces the JavaScript core bit for bit (src/quantize_kernel.ts,
+;; src/block_range.ts, src/float16.ts, src/pack.ts); see src/wasm_kernels.ts for
+;; the proofs. All pointers are byte addresses in the exported memory; the
+;; caller (src/wasm_kernels.ts) owns the layout. Bytes 0-127 are scratch: the
+;; current block's scale splat four times (0-63) and its bias splat four
+;; times (64-127), so that one loop serves single-block runs (pointers fixed)
+;; and per-column blocks (pointers advancing 64 bytes per 16 elements).
+;;
+;; Quantizing one value x with scale s and zero point zp, bias = 0x4B400000 - zp:
+;;   v = x / s                      correctly rounded float32 division
+;;   (float16 arithmetic: v rounded to 11 significant bits, ties to even)
+;;   v = max(v, -2^22)              keeps v + 1.5*2^23 positive
+;;   q = bits(v + 1.5*2^23) - bias  = round_half_even(v) + zp for |v| < 2^22,
+;;                                    monotone (so clips alike) beyond
+;;   q = clip(q, qmin, qmax); NaN -> 0 (what a typed array stores for NaN)
+;;
+;; The quantize exports return 1 when float16 arithmetic met a value with more
+;; than 11 significant bits: the double rounding float32 -> float16 is only
+;; proven exact for float16 inputs, so the caller then redoes the work in
+;; JavaScript. Bytes past n are never written.
+(module
+  (memory (export "memory") 1)
+
+  ;; Writes the scale at $sp and the bias at $bp into the scratch splats.
+  (func $splat (param $sp i32) (param $bp i32)
+    (local $s v128) (local $b v128)
+    (local.set $s (v128.load32_splat (local.get $sp)))
+    (local.set $b (v128.load32_splat (local.get $bp)))
+    (v128.store offset=0 (i32.const 0) (local.get $s))
+    (v128.store offset=16 (i32.const 0) (local.get $s))
+    (v128.store offset=32 (i32.const 0) (local.get $s))
+    (v128.store offset=48 (i32.const 0) (local.get $s))
+    (v128.store offset=64 (i32.const 0) (local.get $b))
+    (v128.store offset=80 (i32.const 0) (local.get $b))
+    (v128.store offset=96 (i32.const 0) (local.get $b))
+    (v128.store offset=112 (i32.const 0) (local.get $b)))
+
+  ;; Quantizes $n float32 values at $in to bytes at $out; scales at $sp and
+  ;; biases at $bp, advancing $adv bytes per 16 elements (0 or 64).
+  (func $span_f32 (param $in i32) (param $out i32) (param $n i32) (param $sp i32) (param $bp i32)
+                  (param $adv i32) (param $lo i32) (param $hi i32)
+    (local $x v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
+    (local $vlo v128) (local $vhi v128) (local $L v128) (local $M v128) (local $ff v128)
+    (local $xs f32) (local $v f32) (local $q i32) (local $sadv i32)
+    (local.set $vlo (i32x4.splat (local.get $lo)))
+    (local.set $vhi (i32x4.splat (local.get $hi)))
+    (local.set $L (f32x4.splat (f32.const -4194304)))
+    (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $ff (i16x8.splat (i32.const 255)))
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 16)))
+        (local.set $q0
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (v128.load offset=0 (local.get $sp)))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=0 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $q1
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (v128.load offset=16 (local.get $sp)))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=16 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $q2
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (v128.load offset=32 (local.get $sp)))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=32 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $q3
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (v128.load offset=48 (local.get $sp)))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=48 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (v128.store (local.get $out)
+          (i8x16.narrow_i16x8_u
+            (v128.and (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (local.get $ff))
+            (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
+        (local.set $in (i32.add (local.get $in) (i32.const 64)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $adv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $adv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 16)))
+        (br $vec)))
+    ;; Scalar tail, the same operations one lane at a time.
+    (local.set $sadv (i32.shr_u (local.get $adv) (i32.const 4)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (local.set $xs (f32.load (local.get $in)))
+        (local.set $v (f32.div (local.get $xs) (f32.load (local.get $sp))))
+        (local.set $v (select (f32.const -4194304) (local.get $v) (f32.lt (local.get $v) (f32.const -4194304))))
+        (local.set $q (i32.sub (i32.reinterpret_f32 (f32.add (local.get $v) (f32.const 12582912))) (i32.load (local.get $bp))))
+        (local.set $q (select (local.get $lo) (local.get $q) (i32.lt_s (local.get $q) (local.get $lo))))
+        (local.set $q (select (local.get $hi) (local.get $q) (i32.gt_s (local.get $q) (local.get $hi))))
+        (i32.store8 (local.get $out) (select (local.get $q) (i32.const 0) (f32.eq (local.get $xs) (local.get $xs))))
+        (local.set $in (i32.add (local.get $in) (i32.const 4)))
+        (local.set $out (i32.add (local.get $out) (i32.const 1)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $sadv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $sadv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail))))
+
+  ;; As $span_f32, with the quotient rounded to float16's 11 significant bits
+  ;; (ties to even) by integer arithmetic on its bits: add 0xFFF plus the
+  ;; lowest kept bit, clear the 13 dropped bits.
+  (func $span_f16 (param $in i32) (param $out i32) (param $n i32) (param $sp i32) (param $bp i32)
+                  (param $adv i32) (param $lo i32) (param $hi i32) (result i32)
+    (local $x v128) (local $v v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
+    (local $vlo v128) (local $vhi v128) (local $L v128) (local $M v128) (local $ff v128)
+    (local $one v128) (local $fff v128) (local $keep v128)
+    (local $xs f32) (local $vs f32) (local $bits i32) (local $q i32) (local $sadv i32)
+    (local $chk v128) (local $schk i32)
+    (local.set $vlo (i32x4.splat (local.get $lo)))
+    (local.set $vhi (i32x4.splat (local.get $hi)))
+    (local.set $L (f32x4.splat (f32.const -4194304)))
+    (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $ff (i16x8.splat (i32.const 255)))
+    (local.set $one (i32x4.splat (i32.const 1)))
+    (local.set $fff (i32x4.splat (i32.const 0xfff)))
+    (local.set $keep (i32x4.splat (i32.const 0xffffe000)))
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 16)))
+        (local.set $q0
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (v128.and
+                        (i32x4.add
+                          (i32x4.add
+                            (local.tee $v (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (v128.load offset=0 (local.get $sp))))
+                            (v128.and (i32x4.shr_u (local.get $v) (i32.const 13)) (local.get $one)))
+                          (local.get $fff))
+                        (local.get $keep))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=0 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $chk (v128.or (local.get $chk) (local.get $x)))
+        (local.set $q1
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (v128.and
+                        (i32x4.add
+                          (i32x4.add
+                            (local.tee $v (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (v128.load offset=16 (local.get $sp))))
+                            (v128.and (i32x4.shr_u (local.get $v) (i32.const 13)) (local.get $one)))
+                          (local.get $fff))
+                        (local.get $keep))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=16 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $chk (v128.or (local.get $chk) (local.get $x)))
+        (local.set $q2
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (v128.and
+                        (i32x4.add
+                          (i32x4.add
+                            (local.tee $v (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (v128.load offset=32 (local.get $sp))))
+                            (v128.and (i32x4.shr_u (local.get $v) (i32.const 13)) (local.get $one)))
+                          (local.get $fff))
+                        (local.get $keep))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=32 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $chk (v128.or (local.get $chk) (local.get $x)))
+        (local.set $q3
+          (v128.and
+            (i32x4.min_s
+              (i32x4.max_s
+                (i32x4.sub
+                  (f32x4.add
+                    (f32x4.pmax
+                      (v128.and
+                        (i32x4.add
+                          (i32x4.add
+                            (local.tee $v (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (v128.load offset=48 (local.get $sp))))
+                            (v128.and (i32x4.shr_u (local.get $v) (i32.const 13)) (local.get $one)))
+                          (local.get $fff))
+                        (local.get $keep))
+                      (local.get $L))
+                    (local.get $M))
+                  (v128.load offset=48 (local.get $bp)))
+                (local.get $vlo))
+              (local.get $vhi))
+            (f32x4.eq (local.get $x) (local.get $x))))
+        (local.set $chk (v128.or (local.get $chk) (local.get $x)))
+        (v128.store (local.get $out)
+          (i8x16.narrow_i16x8_u
+            (v128.and (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (local.get $ff))
+            (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
+        (local.set $in (i32.add (local.get $in) (i32.const 64)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $adv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $adv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 16)))
+        (br $vec)))
+    (local.set $sadv (i32.shr_u (local.get $adv) (i32.const 4)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (local.set $xs (f32.load (local.get $in)))
+        (local.set $schk (i32.or (local.get $schk) (i32.reinterpret_f32 (local.get $xs))))
+        (local.set $bits (i32.reinterpret_f32 (f32.div (local.get $xs) (f32.load (local.get $sp)))))
+        (local.set $vs (f32.reinterpret_i32
+          (i32.and
+            (i32.add (i32.add (local.get $bits) (i32.and (i32.shr_u (local.get $bits) (i32.const 13)) (i32.const 1))) (i32.const 0xfff))
+            (i32.const 0xffffe000))))
+        (local.set $vs (select (f32.const -4194304) (local.get $vs) (f32.lt (local.get $vs) (f32.const -4194304))))
+        (local.set $q (i32.sub (i32.reinterpret_f32 (f32.add (local.get $vs) (f32.const 12582912))) (i32.load (local.get $bp))))
+        (local.set $q (select (local.get $lo) (local.get $q) (i32.lt_s (local.get $q) (local.get $lo))))
+        (local.set $q (select (local.get $hi) (local.get $q) (i32.gt_s (local.get $q) (local.get $hi))))
+        (i32.store8 (local.get $out) (select (local.get $q) (i32.const 0) (f32.eq (local.get $xs) (local.get $xs))))
+        (local.set $in (i32.add (local.get $in) (i32.const 4)))
+        (local.set $out (i32.add (local.get $out) (i32.const 1)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $sadv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $sadv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail)))
+    ;; 1 when a value had more than 11 significant bits (not a float16 value).
+    (i32.ne (i32.const 0) (i32.and (i32.const 0x1fff)
+      (i32.or (local.get $schk)
+        (i32.or (i32.or (i32x4.extract_lane 0 (local.get $chk)) (i32x4.extract_lane 1 (local.get $chk)))
+                (i32.or (i32x4.extract_lane 2 (local.get $chk)) (i32x4.extract_lane 3 (local.get $chk))))))))
+
+  (func $span (param $in i32) (param $out i32) (param $n i32) (param $sp i32) (param $bp i32)
+              (param $adv i32) (param $lo i32) (param $hi i32) (param $f16 i32) (result i32)
+    (if (result i32) (local.get $f16)
+      (then (call $span_f16 (local.get $in) (local.get $out) (local.get $n) (local.get $sp) (local.get $bp)
+                            (local.get $adv) (local.get $lo) (local.get $hi)))
+      (else (call $span_f32 (local.get $in) (local.get $out) (local.get $n) (local.get $sp) (local.get $bp)
+                            (local.get $adv) (local.get $lo) (local.get $hi))
+            (i32.const 0))))
+
+  ;; One block: $n values, scale $s, bias $b (= 0x4B400000 - zero point).
+  (func (export "quantize_run") (param $in i32) (param $out i32) (param $n i32) (param $s f32) (param $b i32)
+                                (param $lo i32) (param $hi i32) (param $f16 i32) (result i32)
+    (f32.store (i32.const 128) (local.get $s))
+    (i32.store (i32.const 132) (local.get $b))
+    (call $splat (i32.const 128) (i32.const 132))
+    (call $span (local.get $in) (local.get $out) (local.get $n) (i32.const 0) (i32.const 64) (i32.const 0)
+                (local.get $lo) (local.get $hi) (local.get $f16)))
+
+  ;; A contiguous layout: runs of $run elements per block, the first run
+  ;; $first long; scales and biases of the first block at $sp and $bp.
+  (func (export "quantize_contig") (param $in i32) (param $out i32) (param $n i32) (param $first i32) (param $run i32)
+                                   (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32) (param $f16 i32)
+                                   (result i32)
+    (local $len i32) (local $bad i32)
+    (local.set $len (local.get $first))
+    (block $done
+      (loop $runs
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (if (i32.gt_u (local.get $len) (local.get $n)) (then (local.set $len (local.get $n))))
+        (call $splat (local.get $sp) (local.get $bp))
+        (local.set $bad (i32.or (local.get $bad)
+          (call $span (local.get $in) (local.get $out) (local.get $len) (i32.const 0) (i32.const 64) (i32.const 0)
+                      (local.get $lo) (local.get $hi) (local.get $f16))))
+        (local.set $in (i32.add (local.get $in) (i32.shl (local.get $len) (i32.const 2))))
+        (local.set $out (i32.add (local.get $out) (local.get $len)))
+        (local.set $n (i32.sub (local.get $n) (local.get $len)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+        (local.set $len (local.get $run))
+        (br $runs)))
+    (local.get $bad))
+
+  ;; Rows of $rowLen elements whose columns fall in blocks of $cb; the row
+  ;; base block indices (one i32 per row touched) at $rb; the first row
+  ;; starts at column $col. Scales and biases of block 0 at $sp and $bp.
+  (func (export "quantize_rows") (param $in i32) (param $out i32) (param $n i32) (param $col i32) (param $rowLen i32)
+                                 (param $cb i32) (param $rb i32) (param $sp i32) (param $bp i32)
+                                 (param $lo i32) (param $hi i32) (param $f16 i32) (result i32)
+    (local $base i32) (local $seg i32) (local $c i32) (local $rem i32) (local $blk i32) (local $len i32) (local $at i32)
+    (local $bad i32)
+    (block $done
+      (loop $rows
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (local.set $base (i32.load (local.get $rb)))
+        (local.set $rb (i32.add (local.get $rb) (i32.const 4)))
+        (local.set $seg (i32.sub (local.get $rowLen) (local.get $col)))
+        (if (i32.gt_u (local.get $seg) (local.get $n)) (then (local.set $seg (local.get $n))))
+        (if (i32.eq (local.get $cb) (i32.const 1))
+          (then
+            (local.set $at (i32.shl (i32.add (local.get $base) (local.get $col)) (i32.const 2)))
+            (local.set $bad (i32.or (local.get $bad)
+              (call $span (local.get $in) (local.get $out) (local.get $seg)
+                          (i32.add (local.get $sp) (local.get $at)) (i32.add (local.get $bp) (local.get $at)) (i32.const 64)
+                          (local.get $lo) (local.get $hi) (local.get $f16))))
+            (local.set $in (i32.add (local.get $in) (i32.shl (local.get $seg) (i32.const 2))))
+            (local.set $out (i32.add (local.get $out) (local.get $seg))))
+          (else
+            (local.set $c (local.get $col))
+            (local.set $rem (local.get $seg))
+            (block $rdone
+              (loop $runs
+                (br_if $rdone (i32.eqz (local.get $rem)))
+                (local.set $blk (i32.div_u (local.get $c) (local.get $cb)))
+                (local.set $len (i32.sub (i32.mul (i32.add (local.get $blk) (i32.const 1)) (local.get $cb)) (local.get $c)))
+                (if (i32.gt_u (local.get $len) (local.get $rem)) (then (local.set $len (local.get $rem))))
+                (local.set $at (i32.shl (i32.add (local.get $base) (local.get $blk)) (i32.const 2)))
+                (call $splat (i32.add (local.get $sp) (local.get $at)) (i32.add (local.get $bp) (local.get $at)))
+                (local.set $bad (i32.or (local.get $bad)
+                  (call $span (local.get $in) (local.get $out) (local.get $len) (i32.const 0) (i32.const 64) (i32.const 0)
+                              (local.get $lo) (local.get $hi) (local.get $f16))))
+                (local.set $in (i32.add (local.get $in) (i32.shl (local.get $len) (i32.const 2))))
+                (local.set $out (i32.add (local.get $out) (local.get $len)))
+                (local.set $c (i32.add (local.get $c) (local.get $len)))
+                (local.set $rem (i32.sub (local.get $rem) (local.get $len)))
+                (br $runs)))))
+        (local.set $n (i32.sub (local.get $n) (local.get $seg)))
+        (local.set $col (i32.const 0))
+        (br $rows)))
+    (local.get $bad))
+
+  ;; Folds $n values of one block into the min at $minp and the max at $maxp
+  ;; exactly as BlockRange.observe does (`if (x < lo) lo = x`, in order).
+  ;; Returns 1 when a value is NaN or infinite. Finite runs take a vector
+  ;; path whose only possible difference, the sign of a zero result, is
+  ;; repaired by finding the first zero in order; non-finite runs are
+  ;; redone one value at a time.
+  (func $mm_run (param $in i32) (param $n i32) (param $minp i32) (param $maxp i32) (result i32)
+    (local $p i32) (local $k i32) (local $x0 v128) (local $x1 v128) (local $x2 v128) (local $x3 v128)
+    (local $lo v128) (local $hi v128) (local $acc v128)
+    (local $x f32) (local $slo f32) (local $shi f32) (local $sacc f32) (local $prev f32)
+    (local.set $p (local.get $in))
+    (local.set $k (local.get $n))
+    (local.set $lo (f32x4.splat (f32.const inf)))
+    (local.set $hi (f32x4.splat (f32.const -inf)))
+    (local.set $acc (f32x4.splat (f32.const 0)))
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $k) (i32.const 16)))
+        (local.set $x0 (v128.load offset=0 (local.get $p)))
+        (local.set $x1 (v128.load offset=16 (local.get $p)))
+        (local.set $x2 (v128.load offset=32 (local.get $p)))
+        (local.set $x3 (v128.load offset=48 (local.get $p)))
+        (local.set $lo (f32x4.pmin (local.get $lo)
+          (f32x4.pmin (f32x4.pmin (local.get $x0) (local.get $x1)) (f32x4.pmin (local.get $x2) (local.get $x3)))))
+        (local.set $hi (f32x4.pmax (local.get $hi)
+          (f32x4.pmax (f32x4.pmax (local.get $x0) (local.get $x1)) (f32x4.pmax (local.get $x2) (local.get $x3)))))
+        (local.set $acc (f32x4.add (local.get $acc)
+          (f32x4.add
+            (f32x4.add (f32x4.sub (local.get $x0) (local.get $x0)) (f32x4.sub (local.get $x1) (local.get $x1)))
+            (f32x4.add (f32x4.sub (local.get $x2) (local.get $x2)) (f32x4.sub (local.get $x3) (local.get $x3))))))
+        (local.set $p (i32.add (local.get $p) (i32.const 64)))
+        (local.set $k (i32.sub (local.get $k) (i32.const 16)))
+        (br $vec)))
+    (block $done4
+      (loop $vec4
+        (br_if $done4 (i32.lt_u (local.get $k) (i32.const 4)))
+        (local.set $x0 (v128.load (local.get $p)))
+        (local.set $lo (f32x4.pmin (local.get $lo) (local.get $x0)))
+        (local.set $hi (f32x4.pmax (local.get $hi) (local.get $x0)))
+        (local.set $acc (f32x4.add (local.get $acc) (f32x4.sub (local.get $x0) (local.get $x0))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (local.set $k (i32.sub (local.get $k) (i32.const 4)))
+        (br $vec4)))
+    (local.set $slo (f32.min (f32.min (f32x4.extract_lane 0 (local.get $lo)) (f32x4.extract_lane 1 (local.get $lo)))
+                             (f32.min (f32x4.extract_lane 2 (local.get $lo)) (f32x4.extract_lane 3 (local.get $lo)))))
+    (local.set $shi (f32.max (f32.max (f32x4.extract_lane 0 (local.get $hi)) (f32x4.extract_lane 1 (local.get $hi)))
+                             (f32.max (f32x4.extract_lane 2 (local.get $hi)) (f32x4.extract_lane 3 (local.get $hi)))))
+    (local.set $sacc (f32.add (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+                              (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $k)))
+        (local.set $x (f32.load (local.get $p)))
+        (if (f32.lt (local.get $x) (local.get $slo)) (then (local.set $slo (local.get $x))))
+        (if (f32.gt (local.get $x) (local.get $shi)) (then (local.set $shi (local.get $x))))
+        (local.set $sacc (f32.add (local.get $sacc) (f32.sub (local.get $x) (local.get $x))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+        (br $tail)))
+    (if (f32.ne (local.get $sacc) (local.get $sacc))
+      (then
+        ;; Non-finite: redo in order, one value at a time.
+        (local.set $slo (f32.load (local.get $minp)))
+        (local.set $shi (f32.load (local.get $maxp)))
+        (local.set $p (local.get $in))
+        (local.set $k (local.get $n))
+        (block $sdone
+          (loop $slow
+            (br_if $sdone (i32.eqz (local.get $k)))
+            (local.set $x (f32.load (local.get $p)))
+            (if (f32.lt (local.get $x) (local.get $slo)) (then (local.set $slo (local.get $x))))
+            (if (f32.gt (local.get $x) (local.get $shi)) (then (local.set $shi (local.get $x))))
+            (local.set $p (i32.add (local.get $p) (i32.const 4)))
+            (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+            (br $slow)))
+        (f32.store (local.get $minp) (local.get $slo))
+        (f32.store (local.get $maxp) (local.get $shi))
+        (return (i32.const 1))))
+    (local.set $prev (f32.load (local.get $minp)))
+    (if (f32.lt (local.get $slo) (local.get $prev))
+      (then
+        (if (f32.eq (local.get $slo) (f32.const 0))
+          (then (local.set $slo (call $first_zero (local.get $in)))))
+        (f32.store (local.get $minp) (local.get $slo))))
+    (local.set $prev (f32.load (local.get $maxp)))
+    (if (f32.gt (local.get $shi) (local.get $prev))
+      (then
+        (if (f32.eq (local.get $shi) (f32.const 0))
+          (then (local.set $shi (call $first_zero (local.get $in)))))
+        (f32.store (local.get $maxp) (local.get $shi))))
+    (i32.const 0))
+
+  ;; The first value equal to 0 (either sign) from $p on; one must exist.
+  (func $first_zero (param $p i32) (result f32)
+    (local $x f32)
+    (loop $scan
+      (local.set $x (f32.load (local.get $p)))
+      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+      (br_if $scan (f32.ne (local.get $x) (f32.const 0))))
+    (local.get $x))
+
+  ;; Per-column blocks: value i folds into min $minp[i] and max $maxp[i].
+  ;; Each lane sees its own block's values in order, so this is exact.
+  (func $mm_cols (param $in i32) (param $n i32) (param $minp i32) (param $maxp i32) (result i32)
+    (local $x v128) (local $acc v128) (local $xs f32) (local $sacc f32)
+    (local.set $acc (f32x4.splat (f32.const 0)))
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 4)))
+        (local.set $x (v128.load (local.get $in)))
+        (v128.store (local.get $minp) (f32x4.pmin (v128.load (local.get $minp)) (local.get $x)))
+        (v128.store (local.get $maxp) (f32x4.pmax (v128.load (local.get $maxp)) (local.get $x)))
+        (local.set $acc (f32x4.add (local.get $acc) (f32x4.sub (local.get $x) (local.get $x))))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $minp (i32.add (local.get $minp) (i32.const 16)))
+        (local.set $maxp (i32.add (local.get $maxp) (i32.const 16)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+        (br $vec)))
+    (local.set $sacc (f32.add (f32.add (f32x4.extract_lane 0 (local.get $acc)) (f32x4.extract_lane 1 (local.get $acc)))
+                              (f32.add (f32x4.extract_lane 2 (local.get $acc)) (f32x4.extract_lane 3 (local.get $acc)))))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (local.set $xs (f32.load (local.get $in)))
+        (if (f32.lt (local.get $xs) (f32.load (local.get $minp))) (then (f32.store (local.get $minp) (local.get $xs))))
+        (if (f32.gt (local.get $xs) (f32.load (local.get $maxp))) (then (f32.store (local.get $maxp) (local.get $xs))))
+        (local.set $sacc (f32.add (local.get $sacc) (f32.sub (local.get $xs) (local.get $xs))))
+        (local.set $in (i32.add (local.get $in) (i32.const 4)))
+        (local.set $minp (i32.add (local.get $minp) (i32.const 4)))
+        (local.set $maxp (i32.add (local.get $maxp) (i32.const 4)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail)))
+    (f32.ne (local.get $sacc) (local.get $sacc)))
+
+  (func (export "minmax_run") (param $in i32) (param $n i32) (param $minp i32) (param $maxp i32) (result i32)
+    (call $mm_run (local.get $in) (local.get $n) (local.get $minp) (local.get $maxp)))
+
+  ;; A contiguous layout (as quantize_contig); returns 1 when any value is non-finite.
+  (func (export "minmax_contig") (param $in i32) (param $n i32) (param $first i32) (param $run i32)
+                                 (param $minp i32) (param $maxp i32) (result i32)
+    (local $len i32) (local $bad i32)
+    (local.set $len (local.get $first))
+    (block $done
+      (loop $runs
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (if (i32.gt_u (local.get $len) (local.get $n)) (then (local.set $len (local.get $n))))
+        (local.set $bad (i32.or (local.get $bad)
+          (call $mm_run (local.get $in) (local.get $len) (local.get $minp) (local.get $maxp))))
+        (local.set $in (i32.add (local.get $in) (i32.shl (local.get $len) (i32.const 2))))
+        (local.set $n (i32.sub (local.get $n) (local.get $len)))
+        (local.set $minp (i32.add (local.get $minp) (i32.const 4)))
+        (local.set $maxp (i32.add (local.get $maxp) (i32.const 4)))
+        (local.set $len (local.get $run))
+        (br $runs)))
+    (local.get $bad))
+
+  ;; Rows (as quantize_rows); mins and maxs of block 0 at $minp and $maxp.
+  (func (export "minmax_rows") (param $in i32) (param $n i32) (param $col i32) (param $rowLen i32) (param $cb i32)
+                               (param $rb i32) (param $minp i32) (param $maxp i32) (result i32)
+    (local $base i32) (local $seg i32) (local $c i32) (local $rem i32) (local $blk i32) (local $len i32) (local $at i32)
+    (local $bad i32)
+    (block $done
+      (loop $rows
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (local.set $base (i32.load (local.get $rb)))
+        (local.set $rb (i32.add (local.get $rb) (i32.const 4)))
+        (local.set $seg (i32.sub (local.get $rowLen) (local.get $col)))
+        (if (i32.gt_u (local.get $seg) (local.get $n)) (then (local.set $seg (local.get $n))))
+        (if (i32.eq (local.get $cb) (i32.const 1))
+          (then
+            (local.set $at (i32.shl (i32.add (local.get $base) (local.get $col)) (i32.const 2)))
+            (local.set $bad (i32.or (local.get $bad)
+              (call $mm_cols (local.get $in) (local.get $seg)
+                             (i32.add (local.get $minp) (local.get $at)) (i32.add (local.get $maxp) (local.get $at)))))
+            (local.set $in (i32.add (local.get $in) (i32.shl (local.get $seg) (i32.const 2)))))
+          (else
+            (local.set $c (local.get $col))
+            (local.set $rem (local.get $seg))
+            (block $rdone
+              (loop $runs
+                (br_if $rdone (i32.eqz (local.get $rem)))
+                (local.set $blk (i32.div_u (local.get $c) (local.get $cb)))
+                (local.set $len (i32.sub (i32.mul (i32.add (local.get $blk) (i32.const 1)) (local.get $cb)) (local.get $c)))
+                (if (i32.gt_u (local.get $len) (local.get $rem)) (then (local.set $len (local.get $rem))))
+                (local.set $at (i32.shl (i32.add (local.get $base) (local.get $blk)) (i32.const 2)))
+                (local.set $bad (i32.or (local.get $bad)
+                  (call $mm_run (local.get $in) (local.get $len)
+                                (i32.add (local.get $minp) (local.get $at)) (i32.add (local.get $maxp) (local.get $at)))))
+                (local.set $in (i32.add (local.get $in) (i32.shl (local.get $len) (i32.const 2))))
+                (local.set $c (i32.add (local.get $c) (local.get $len)))
+                (local.set $rem (i32.sub (local.get $rem) (local.get $len)))
+                (br $runs)))))
+        (local.set $n (i32.sub (local.get $n) (local.get $seg)))
+        (local.set $col (i32.const 0))
+        (br $rows)))
+    (local.get $bad))
+
+  ;; Packs $n 4-bit values (one per byte at $in) two to a byte at $out, low nibble first.
+  (func (export "pack4") (param $in i32) (param $out i32) (param $n i32)
+    (local $lowNibble v128) (local $highNibble v128) (local $a v128) (local $b v128)
+    (local.set $lowNibble (i16x8.splat (i32.const 0x0f)))
+    (local.set $highNibble (i16x8.splat (i32.const 0xf0)))
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 32)))
+        (local.set $a (v128.load offset=0 (local.get $in)))
+        (local.set $b (v128.load offset=16 (local.get $in)))
+        (v128.store (local.get $out)
+          (i8x16.narrow_i16x8_u
+            (v128.or (v128.and (local.get $a) (local.get $lowNibble))
+                     (v128.and (i16x8.shr_u (local.get $a) (i32.const 4)) (local.get $highNibble)))
+            (v128.or (v128.and (local.get $b) (local.get $lowNibble))
+                     (v128.and (i16x8.shr_u (local.get $b) (i32.const 4)) (local.get $highNibble)))))
+        (local.set $in (i32.add (local.get $in) (i32.const 32)))
+        (local.set $out (i32.add (local.get $out) (i32.const 16)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 32)))
+        (br $vec)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.lt_u (local.get $n) (i32.const 2)))
+        (i32.store8 (local.get $out)
+          (i32.or (i32.and (i32.load8_u (local.get $in)) (i32.const 0x0f))
+                  (i32.shl (i32.load8_u offset=1 (local.get $in)) (i32.const 4))))
+        (local.set $in (i32.add (local.get $in) (i32.const 2)))
+        (local.set $out (i32.add (local.get $out) (i32.const 1)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 2)))
+        (br $tail)))
+    (if (local.get $n)
+      (then (i32.store8 (local.get $out) (i32.and (i32.load8_u (local.get $in)) (i32.const 0x0f))))))
+
+  ;; float16 bits (i32 lanes) to float32 bits, exactly; NaN becomes 0x7FC00000
+  ;; as in the JavaScript decoder. Normal and infinite values move their
+  ;; exponent; subnormals are built as 2^-14 * (1 + m/1024) - 2^-14.
+  (func $h2f (param $h v128) (result v128)
+    (local $o v128) (local $e v128) (local $special v128) (local $nan v128)
+    (local.set $o (i32x4.shl (v128.and (local.get $h) (i32x4.splat (i32.const 0x7fff))) (i32.const 13)))
+    (local.set $e (v128.and (local.get $o) (i32x4.splat (i32.const 0x0f800000))))
+    (local.set $o (i32x4.add (local.get $o) (i32x4.splat (i32.const 0x38000000))))
+    (local.set $special (i32x4.eq (local.get $e) (i32x4.splat (i32.const 0x0f800000))))
+    (local.set $o (i32x4.add (local.get $o) (v128.and (local.get $special) (i32x4.splat (i32.const 0x38000000)))))
+    (local.set $o (v128.bitselect
+      (f32x4.sub (i32x4.add (local.get $o) (i32x4.splat (i32.const 0x00800000))) (f32x4.splat (f32.const 0x1p-14)))
+      (local.get $o)
+      (i32x4.eq (local.get $e) (i32x4.splat (i32.const 0)))))
+    (local.set $o (v128.or (local.get $o) (i32x4.shl (v128.and (local.get $h) (i32x4.splat (i32.const 0x8000))) (i32.const 16))))
+    (local.set $nan (v128.and (local.get $special)
+      (i32x4.ne (v128.and (local.get $h) (i32x4.splat (i32.const 0x3ff))) (i32x4.splat (i32.const 0)))))
+    (v128.bitselect (i32x4.splat (i32.const 0x7fc00000)) (local.get $o) (local.get $nan)))
+
+  ;; Decodes $n float16 values (u16 at $in) to float32 at $out.
+  (func (export "decode_f16") (param $in i32) (param $out i32) (param $n i32)
+    (local $h v128)
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 8)))
+        (local.set $h (v128.load (local.get $in)))
+        (v128.store offset=0 (local.get $out) (call $h2f (i32x4.extend_low_i16x8_u (local.get $h))))
+        (v128.store offset=16 (local.get $out) (call $h2f (i32x4.extend_high_i16x8_u (local.get $h))))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 32)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 8)))
+        (br $vec)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (f32.store (local.get $out) (f32x4.extract_lane 0 (call $h2f (i32x4.splat (i32.load16_u (local.get $in))))))
+        (local.set $in (i32.add (local.get $in) (i32.const 2)))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail))))
+
+  ;; Decodes $n bfloat16 values (u16 at $in) to float32 at $out: the bits shifted up 16.
+  (func (export "decode_bf16") (param $in i32) (param $out i32) (param $n i32)
+    (local $h v128)
+    (block $done
+      (loop $vec
+        (br_if $done (i32.lt_u (local.get $n) (i32.const 8)))
+        (local.set $h (v128.load (local.get $in)))
+        (v128.store offset=0 (local.get $out) (i32x4.shl (i32x4.extend_low_i16x8_u (local.get $h)) (i32.const 16)))
+        (v128.store offset=16 (local.get $out) (i32x4.shl (i32x4.extend_high_i16x8_u (local.get $h)) (i32.const 16)))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $out (i32.add (local.get $out) (i32.const 32)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 8)))
+        (br $vec)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (i32.store (local.get $out) (i32.shl (i32.load16_u (local.get $in)) (i32.const 16)))
+        (local.set $in (i32.add (local.get $in) (i32.const 2)))
+        (local.set $out (i32.add (local.get $out) (i32.const 4)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail)))))

@@ -1,0 +1,592 @@
+/**
+ * WebAssembly SIMD versions of the hot loops, bit-identical to the
+ * JavaScript core: the quantize kernel (src/quantize_kernel.ts), the block
+ * min/max (src/block_range.ts), float16/bfloat16 decoding (src/float16.ts)
+ * and 4-bit packing (src/pack.ts). The kernels live in
+ * `src/wasm/kernels.wat`; `scripts/build_wasm.ts` assembles them into
+ * `src/wasm/_kernels_wasm.ts`.
+ *
+ * Why the numbers are the same (SPEC.md Sections 1 and 3):
+ *
+ * - float32 arithmetic: the JavaScript kernel computes
+ *   `fround(w * (1 / s))`, which equals the correctly rounded float32
+ *   `w / s` (proof in src/quantize_kernel.ts), which is `f32x4.div`. The
+ *   kernels recover `s` from the stored `1 / s` as `fround(1 / (1 / s))`,
+ *   exact for every float32 `s` (two float64 roundings move it by at most
+ *   2^-52 relatively), and check it: parameters that fail the check are
+ *   refused and the caller stays in JavaScript. Multiplying by a float32
+ *   reciprocal would not match (PITFALLS.md item 14). The proof does not
+ *   cover quotients below 2^-126, which only ever round to the integer 0.
+ * - Rounding half to even: for |v| < 2^22, `v + 1.5 * 2^23` in float32 lies
+ *   in [2^23, 2^24), where float32 spacing is 1, so the addition itself
+ *   rounds v half to even and its bit pattern is `0x4B400000 + round(v)`.
+ *   Subtracting `0x4B400000 - zp` as an integer gives `round(v) + zp`. v is
+ *   first raised to at least -2^22; beyond +-2^22 the result is monotone in
+ *   v, so it clips to qmin or qmax exactly as the JavaScript result does.
+ *   NaN gives 0, what a typed array stores for the JavaScript NaN.
+ * - float16 arithmetic: the JavaScript kernel computes `f16round(w / s)` of
+ *   the exact quotient; the kernels round the float32 quotient to 11
+ *   significant bits (integer arithmetic on its bits). This double rounding
+ *   is exact when `w` and `s` have at most 11 significant bits (float16
+ *   values): a float16 rounding midpoint m has 12, so `w - m * s` is a
+ *   nonzero multiple of the last place of `m * s`, which puts `w / s` more
+ *   than 2^-23 * m away from m, farther than a float32 rounding can move it
+ *   (2^-24), and float32 rounding is monotone with m a float32 value. The
+ *   kernels check both preconditions and report a violation (the caller
+ *   then stays in JavaScript). Below 2^-14 (float16 subnormals) and above
+ *   65504 the 11-bit rounding differs from float16's, but only where every
+ *   value rounds to 0 or clips anyway.
+ * - Min/max: finite runs use a vector min/max whose only possible difference
+ *   from `if (x < lo) lo = x`, in order, is the sign of a zero result; a zero
+ *   result is replaced by the first zero of the run in order. Runs holding
+ *   NaN or an infinity are redone one value at a time. Per-column blocks
+ *   (each lane its own block, in order) are exact as they are.
+ *
+ * @module
+ */
+import type { BlockLayout } from "./block_layout.ts";
+import type { KernelParams } from "./quantize_kernel.ts";
+import { KERNELS_WASM_BASE64 } from "./wasm/_kernels_wasm.ts";
+
+/** Options of {@linkcode createWasmKernels}. */
+export interface WasmKernelsOptions {
+  /**
+   * Elements in each pool (`input`, `inputBits`, `output`, `packed`).
+   *
+   * @default {1048576}
+   */
+  capacity?: number;
+  /**
+   * Blocks (scales) reserved for parameters and ranges before the memory
+   * has to grow (growing invalidates views returned earlier).
+   *
+   * @default {65536}
+   */
+  blockCapacity?: number;
+}
+
+interface Exports {
+  memory: WebAssembly.Memory;
+  quantize_run(inp: number, out: number, n: number, s: number, b: number, lo: number, hi: number, f16: number): number;
+  quantize_contig(
+    inp: number, out: number, n: number, first: number, run: number,
+    sp: number, bp: number, lo: number, hi: number, f16: number,
+  ): number;
+  quantize_rows(
+    inp: number, out: number, n: number, col: number, rowLen: number, cb: number, rb: number,
+    sp: number, bp: number, lo: number, hi: number, f16: number,
+  ): number;
+  minmax_run(inp: number, n: number, minp: number, maxp: number): number;
+  minmax_contig(inp: number, n: number, first: number, run: number, minp: number, maxp: number): number;
+  minmax_rows(inp: number, n: number, col: number, rowLen: number, cb: number, rb: number, minp: number, maxp: number): number;
+  pack4(inp: number, out: number, n: number): void;
+  decode_f16(inp: number, out: number, n: number): void;
+  decode_bf16(inp: number, out: number, n: number): void;
+}
+
+/** Bits of 1.5 * 2^23 in float32: the integer bias of the rounding trick. */
+const MAGIC_BITS = 0x4b400000;
+/** Elements staged per call when the caller's arrays live outside the wasm memory (L2-sized). */
+const STAGE = 1 << 16;
+const PAGE = 65536;
+/** Slack after every region: the vector loops read up to 16 values past a row end. */
+const PAD = 256;
+
+let compiled: WebAssembly.Module | null | undefined;
+let shared: WasmKernels | undefined;
+let enabled = true;
+
+function compile(): WebAssembly.Module | null {
+  if (compiled !== undefined) return compiled;
+  try {
+    if (typeof WebAssembly !== "object") return compiled = null;
+    const text = atob(KERNELS_WASM_BASE64);
+    const bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+    // Fails to compile (caught) where WebAssembly SIMD is unavailable.
+    compiled = new WebAssembly.Module(bytes);
+  } catch {
+    compiled = null;
+  }
+  return compiled;
+}
+
+const align = (n: number): number => (n + PAD + 63) & ~63;
+
+/**
+ * Exact WebAssembly SIMD kernels over pools of buffers inside their own
+ * memory. Fill `input(n)` (or `inputBits(n)` and decode), call a kernel,
+ * read `output(n)`: nothing is allocated per call. The drop-in methods
+ * {@linkcode WasmKernels.quantize} and {@linkcode WasmKernels.observe} take
+ * any arrays; arrays that are views of this instance's memory are used in
+ * place, others are staged through a small internal buffer.
+ *
+ * Views returned by the pool methods stay valid until a call needs more
+ * block room than reserved (see {@linkcode WasmKernels.reserveBlocks}): the
+ * memory then grows and earlier views are detached. JavaScript is single
+ * threaded, so one instance serves any number of callers as long as none
+ * keeps data in a pool across an `await` while another uses it; give such
+ * callers their own instance.
+ */
+export class WasmKernels {
+  /** Elements each pool holds. */
+  readonly capacity: number;
+  readonly #x: Exports;
+  readonly #memory: WebAssembly.Memory;
+  readonly #in: number;
+  readonly #bits: number;
+  readonly #out: number;
+  readonly #packed: number;
+  readonly #stageIn: number;
+  readonly #stageOut: number;
+  #scales = 0;
+  #biases = 0;
+  #mins = 0;
+  #maxs = 0;
+  #blockCapacity = 0;
+  #rowBases = 0;
+  #rowCapacity = 0;
+  #top: number;
+  #buffer!: ArrayBufferLike;
+  #f32!: Float32Array;
+  #i32!: Int32Array;
+  #u8!: Uint8Array;
+  #params: KernelParams | undefined;
+  #paramsFloat16 = false;
+
+  /** Use {@linkcode createWasmKernels} or {@linkcode wasmKernels}. */
+  constructor(module: WebAssembly.Module, options: WasmKernelsOptions = {}) {
+    const capacity = options.capacity ?? 1 << 20;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 27) {
+      throw new RangeError(`WasmKernels capacity must be an integer in [1, 2^27], got ${capacity}`);
+    }
+    const blockCapacity = options.blockCapacity ?? 1 << 16;
+    if (!Number.isInteger(blockCapacity) || blockCapacity < 1) {
+      throw new RangeError(`WasmKernels blockCapacity must be a positive integer, got ${blockCapacity}`);
+    }
+    this.capacity = capacity;
+    this.#x = new WebAssembly.Instance(module).exports as unknown as Exports;
+    this.#memory = this.#x.memory;
+    let at = 1024; // 0-1023: the kernels' scratch
+    this.#in = at, at += align(4 * capacity);
+    this.#bits = at, at += align(2 * capacity);
+    this.#out = at, at += align(capacity);
+    this.#packed = at, at += align((capacity + 1) >> 1);
+    this.#stageIn = at, at += align(4 * STAGE);
+    this.#stageOut = at, at += align(STAGE);
+    this.#top = at;
+    this.#ensure(at);
+    this.reserveBlocks(blockCapacity);
+    this.#reserveRows(1024);
+  }
+
+  #ensure(bytes: number): void {
+    const have = this.#memory.buffer.byteLength;
+    if (bytes > have) this.#memory.grow(Math.ceil((bytes - have) / PAGE));
+    this.#views();
+  }
+
+  #views(): void {
+    if (this.#buffer === this.#memory.buffer) return;
+    const buffer = this.#buffer = this.#memory.buffer;
+    this.#f32 = new Float32Array(buffer);
+    this.#i32 = new Int32Array(buffer);
+    this.#u8 = new Uint8Array(buffer);
+  }
+
+  #alloc(bytes: number): number {
+    const at = this.#top;
+    this.#top += align(bytes);
+    this.#ensure(this.#top);
+    return at;
+  }
+
+  /**
+   * Makes room for the parameters and ranges of `count` blocks. Growing the
+   * memory detaches every view obtained before.
+   *
+   * @param count Number of blocks.
+   */
+  reserveBlocks(count: number): void {
+    if (count <= this.#blockCapacity) return;
+    const n = Math.max(count, 2 * this.#blockCapacity);
+    const old = this.#params;
+    this.#scales = this.#alloc(4 * n);
+    this.#biases = this.#alloc(4 * n);
+    this.#mins = this.#alloc(4 * n);
+    this.#maxs = this.#alloc(4 * n);
+    this.#blockCapacity = n;
+    this.#params = undefined;
+    if (old) this.#upload(old);
+  }
+
+  #reserveRows(count: number): void {
+    if (count <= this.#rowCapacity) return;
+    const n = Math.max(count, 2 * this.#rowCapacity);
+    this.#rowBases = this.#alloc(4 * n);
+    this.#rowCapacity = n;
+  }
+
+  /**
+   * The input pool as float32 values.
+   *
+   * @param n Number of elements (at most `capacity`).
+   * @returns A view of the first `n` elements.
+   */
+  input(n: number = this.capacity): Float32Array {
+    this.#views();
+    return new Float32Array(this.#buffer, this.#in, this.#count(n));
+  }
+
+  /**
+   * The raw 16-bit input pool, for float16 and bfloat16 data.
+   *
+   * @param n Number of elements (at most `capacity`).
+   * @returns A view of the first `n` elements.
+   */
+  inputBits(n: number = this.capacity): Uint16Array {
+    this.#views();
+    return new Uint16Array(this.#buffer, this.#bits, this.#count(n));
+  }
+
+  /**
+   * The output pool: one quantized value per byte (uint8 values as they
+   * are, int8 values as two's complement bytes).
+   *
+   * @param n Number of elements (at most `capacity`).
+   * @returns A view of the first `n` bytes.
+   */
+  output(n: number = this.capacity): Uint8Array {
+    this.#views();
+    return new Uint8Array(this.#buffer, this.#out, this.#count(n));
+  }
+
+  /**
+   * The output pool read as int8 values.
+   *
+   * @param n Number of elements (at most `capacity`).
+   * @returns A view of the first `n` bytes.
+   */
+  outputInt8(n: number = this.capacity): Int8Array {
+    this.#views();
+    return new Int8Array(this.#buffer, this.#out, this.#count(n));
+  }
+
+  #count(n: number): number {
+    if (!Number.isInteger(n) || n < 0 || n > this.capacity) {
+      throw new RangeError(`Cannot use ${n} elements of a WasmKernels pool of ${this.capacity}`);
+    }
+    return n;
+  }
+
+  /**
+   * Decodes float16 bits from `inputBits(n)` into `input(n)`, exactly as
+   * `decodeFloat16` does (NaN becomes 0x7FC00000).
+   *
+   * @param n Number of elements.
+   * @returns `input(n)`.
+   */
+  decodeFloat16(n: number): Float32Array {
+    this.#x.decode_f16(this.#bits, this.#in, this.#count(n));
+    return this.input(n);
+  }
+
+  /**
+   * Decodes bfloat16 bits from `inputBits(n)` into `input(n)`.
+   *
+   * @param n Number of elements.
+   * @returns `input(n)`.
+   */
+  decodeBfloat16(n: number): Float32Array {
+    this.#x.decode_bf16(this.#bits, this.#in, this.#count(n));
+    return this.input(n);
+  }
+
+  /**
+   * Packs the first `n` 4-bit values of `output(n)` two to a byte, least
+   * significant nibble first (SPEC.md Section 5), as `packInt4` does.
+   *
+   * @param n Number of values.
+   * @returns A view of the `ceil(n / 2)` packed bytes in the packed pool.
+   */
+  pack4(n: number): Uint8Array {
+    this.#x.pack4(this.#out, this.#packed, this.#count(n));
+    this.#views();
+    return new Uint8Array(this.#buffer, this.#packed, (n + 1) >> 1);
+  }
+
+  /**
+   * Folds `input(n)` into a running `[min, max]` as `BlockRange.observe`
+   * folds one block's run.
+   *
+   * @param n Number of elements.
+   * @param range `[min, max]` so far (`[Infinity, -Infinity]` to start); updated.
+   * @returns Whether every value was finite.
+   */
+  minMaxRun(n: number, range: Float64Array): boolean {
+    const f32 = this.#f32;
+    f32[this.#mins >> 2] = range[0];
+    f32[this.#maxs >> 2] = range[1];
+    const bad = this.#x.minmax_run(this.#in, this.#count(n), this.#mins, this.#maxs);
+    range[0] = f32[this.#mins >> 2];
+    range[1] = f32[this.#maxs >> 2];
+    return bad === 0;
+  }
+
+  /**
+   * Quantizes `input(n)`, all in one block, into `output(n)`, as
+   * `quantizeValues` does.
+   *
+   * @param n Number of elements.
+   * @param scale The block's scale, a float32 (float16 for `"float16"` arithmetic) value.
+   * @param zeroPoint The block's zero point.
+   * @param qmin Smallest quantized value.
+   * @param qmax Largest quantized value.
+   * @param arithmetic Float type `w / scale` is rounded to.
+   * @returns `output(n)`.
+   * @throws {RangeError} When a value or the scale is not a float16 value in `"float16"` arithmetic.
+   */
+  quantizeRun(
+    n: number, scale: number, zeroPoint: number, qmin: number, qmax: number,
+    arithmetic: "float32" | "float16",
+  ): Uint8Array {
+    const f16 = arithmetic === "float16";
+    if (f16 && !isFloat16Compatible(scale)) throw new RangeError(`Scale ${scale} is not a float16 value`);
+    const bad = this.#x.quantize_run(this.#in, this.#out, this.#count(n), scale, MAGIC_BITS - zeroPoint, qmin, qmax, f16 ? 1 : 0);
+    if (bad) throw new RangeError("float16 arithmetic needs float16 values: an input has more than 11 significant bits");
+    return this.output(n);
+  }
+
+  /**
+   * Uploads per-block parameters (cached: the same `params` object is
+   * uploaded once; do not mutate its arrays afterwards).
+   *
+   * @returns Whether the kernels reproduce `params` exactly (see the module notes).
+   */
+  #upload(params: KernelParams): boolean {
+    if (this.#params === params) return true;
+    const { inverseScale, zeroPoint } = params;
+    const count = inverseScale.length;
+    this.reserveBlocks(count + 16);
+    const f32 = this.#f32;
+    const i32 = this.#i32;
+    const s0 = this.#scales >> 2;
+    const b0 = this.#biases >> 2;
+    const f16 = params.arithmetic === "float16";
+    for (let k = 0; k < count; k++) {
+      const inv = inverseScale[k];
+      const s = Math.fround(1 / inv);
+      if (1 / s !== inv || !(s > 0) || s === Infinity || (f16 && !isFloat16Compatible(s))) return false;
+      f32[s0 + k] = s;
+      i32[b0 + k] = MAGIC_BITS - zeroPoint[k];
+    }
+    this.#params = params;
+    this.#paramsFloat16 = f16;
+    return true;
+  }
+
+  /**
+   * Quantizes consecutive elements of a tensor: a drop-in for
+   * `quantizeValues`, with the same arguments and identical bytes.
+   *
+   * @param values Element values (views of `input()` are used in place).
+   * @param offset Flat index of `values[0]` in the layout.
+   * @param layout The block layout.
+   * @param params Per-block parameters.
+   * @param out One quantized value per element (views of `output()` are written in place).
+   * @returns `false` when the kernels cannot reproduce these parameters or
+   *   values exactly (a scale whose `1 / scale` is not the stored inverse, or
+   *   non-float16 inputs in float16 arithmetic); `out` is then unspecified and
+   *   the caller must use the JavaScript kernel.
+   */
+  quantize(
+    values: Float32Array,
+    offset: number,
+    layout: BlockLayout,
+    params: KernelParams,
+    out: Int8Array | Uint8Array,
+  ): boolean {
+    const n = values.length;
+    if (n === 0) return true;
+    if (out.length < n) throw new RangeError(`Output holds ${out.length} values, ${n} needed`);
+    // Pointers first: reserving block room may grow the memory and detach views.
+    const buffer = this.#memory.buffer;
+    const inPtr = values.buffer === buffer ? values.byteOffset : -1;
+    const outPtr = out.buffer === buffer ? out.byteOffset : -1;
+    if (!this.#upload(params)) return false;
+    const f16 = this.#paramsFloat16 ? 1 : 0;
+    const { qmin, qmax } = params;
+    const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
+    const step = inPtr >= 0 && outPtr >= 0 ? n : STAGE;
+    let bad = 0;
+    for (let i = 0; i < n; i += step) {
+      const len = Math.min(step, n - i);
+      let src = inPtr + 4 * i;
+      if (inPtr < 0) {
+        this.#f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
+        src = this.#stageIn;
+      }
+      const dst = outPtr >= 0 ? outPtr + i : this.#stageOut;
+      bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
+      if (outBytes) outBytes.set(this.#u8.subarray(dst, dst + len), i);
+    }
+    return bad === 0;
+  }
+
+  #quantizeSlab(
+    src: number, dst: number, n: number, offset: number, layout: BlockLayout,
+    qmin: number, qmax: number, f16: number,
+  ): number {
+    if (layout.contiguous) {
+      const run = layout.runLength;
+      const block = Math.floor(offset / run);
+      const first = (block + 1) * run - offset;
+      return this.#x.quantize_contig(
+        src, dst, n, first, run, this.#scales + 4 * block, this.#biases + 4 * block, qmin, qmax, f16,
+      );
+    }
+    const { rowLength, columnBlock } = layout;
+    const row = Math.floor(offset / rowLength);
+    const col = offset - row * rowLength;
+    this.#rowBasesFor(layout, row, col, n);
+    return this.#x.quantize_rows(
+      src, dst, n, col, rowLength, columnBlock, this.#rowBases, this.#scales, this.#biases, qmin, qmax, f16,
+    );
+  }
+
+  /** Fills the row base table for the rows `n` elements from (row, col) touch; returns [min, max] base. */
+  #rowBasesFor(layout: BlockLayout, row: number, col: number, n: number): [number, number] {
+    const rows = Math.ceil((col + n) / layout.rowLength);
+    this.#reserveRows(rows);
+    const i32 = this.#i32;
+    const r0 = this.#rowBases >> 2;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let r = 0; r < rows; r++) {
+      const base = layout.rowBase(row + r);
+      i32[r0 + r] = base;
+      if (base < lo) lo = base;
+      if (base > hi) hi = base;
+    }
+    return [lo, hi];
+  }
+
+  /**
+   * Folds consecutive elements into per-block ranges: a drop-in for
+   * `BlockRange.observe`, with identical mins, maxs and result.
+   *
+   * @param values Element values (views of `input()` are used in place).
+   * @param offset Flat index of `values[0]` in the layout.
+   * @param layout The block layout.
+   * @param mins Minimum per block (float32 values or +-Infinity); updated.
+   * @param maxs Maximum per block; updated.
+   * @returns The index in `values` of the first NaN or infinity, or -1 when all are finite.
+   */
+  observe(values: Float32Array, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
+    const n = values.length;
+    if (n === 0) return -1;
+    const buffer = this.#memory.buffer;
+    const inPtr = values.buffer === buffer ? values.byteOffset : -1;
+    const step = inPtr >= 0 ? n : STAGE;
+    let bad = 0;
+    for (let i = 0; i < n; i += step) {
+      const len = Math.min(step, n - i);
+      let src = inPtr + 4 * i;
+      if (inPtr < 0) {
+        this.#f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
+        src = this.#stageIn;
+      }
+      bad |= this.#observeSlab(src, len, offset + i, layout, mins, maxs);
+    }
+    if (!bad) return -1;
+    // values may be detached if the memory grew; read the same bytes through a fresh view.
+    const view = inPtr >= 0 ? new Float32Array(this.#memory.buffer, inPtr, n) : values;
+    return view.findIndex((x) => !Number.isFinite(x));
+  }
+
+  #observeSlab(src: number, n: number, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
+    let from: number;
+    let count: number;
+    let bad: number;
+    if (layout.contiguous) {
+      const run = layout.runLength;
+      from = Math.floor(offset / run);
+      count = Math.floor((offset + n - 1) / run) - from + 1;
+      this.#stageRanges(mins, maxs, from, count);
+      bad = this.#x.minmax_contig(src, n, (from + 1) * run - offset, run, this.#mins, this.#maxs);
+    } else {
+      const { rowLength, columnBlock } = layout;
+      const row = Math.floor(offset / rowLength);
+      const col = offset - row * rowLength;
+      const [lo, hi] = this.#rowBasesFor(layout, row, col, n);
+      from = lo;
+      count = hi + rowLength / columnBlock - lo;
+      this.#stageRanges(mins, maxs, from, count);
+      bad = this.#x.minmax_rows(
+        src, n, col, rowLength, columnBlock, this.#rowBases, this.#mins - 4 * from, this.#maxs - 4 * from,
+      );
+    }
+    mins.set(this.#f32.subarray(this.#mins >> 2, (this.#mins >> 2) + count), from);
+    maxs.set(this.#f32.subarray(this.#maxs >> 2, (this.#maxs >> 2) + count), from);
+    return bad;
+  }
+
+  #stageRanges(mins: Float64Array, maxs: Float64Array, from: number, count: number): void {
+    this.reserveBlocks(count + 16);
+    this.#f32.set(mins.subarray(from, from + count), this.#mins >> 2);
+    this.#f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
+  }
+}
+
+/** Whether a float32 value has at most 11 significant bits (every float16 value does). */
+function isFloat16Compatible(x: number): boolean {
+  probe[0] = x;
+  return (probeBits[0] & 0x1fff) === 0;
+}
+const probe = new Float32Array(1);
+const probeBits = new Uint32Array(probe.buffer);
+
+/**
+ * A new set of kernels with its own memory and pools.
+ *
+ * @param options Pool sizes.
+ * @returns The kernels, or `undefined` where WebAssembly SIMD is unavailable.
+ * @throws {RangeError} When a size is invalid.
+ *
+ * @example
+ * ```ts
+ * import { createWasmKernels } from "./wasm_kernels.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const k = createWasmKernels({ capacity: 4 });
+ * if (k) {
+ *   k.input(4).set([2.5, -2.5, 3.5, 300]);
+ *   assert.deepEqual([...k.quantizeRun(4, 1, 0, -127, 127, "float32")], [2, 254, 4, 127]);
+ * }
+ * ```
+ */
+export function createWasmKernels(options: WasmKernelsOptions = {}): WasmKernels | undefined {
+  const module = compile();
+  return module ? new WasmKernels(module, options) : undefined;
+}
+
+/**
+ * The shared kernels (created on first use with the default pool sizes),
+ * or `undefined` where WebAssembly SIMD is unavailable or after
+ * `setWasmKernelsEnabled(false)`: callers then use the JavaScript kernels.
+ *
+ * @returns The shared kernels, or `undefined`.
+ */
+export function wasmKernels(): WasmKernels | undefined {
+  if (!enabled) return undefined;
+  return shared ??= createWasmKernels();
+}
+
+/**
+ * Turns the shared kernels on or off (for comparisons and benchmarks).
+ *
+ * @param on Whether {@linkcode wasmKernels} returns the kernels.
+ */
+export function setWasmKernelsEnabled(on: boolean): void {
+  enabled = on;
+}
