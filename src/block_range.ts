@@ -33,21 +33,26 @@ export class BlockRange {
     const { mins, maxs } = this;
     let finite = true;
     this.#layout.forEachRun(offset, values.length, (from, to, block) => {
-      let lo = mins[block];
-      let hi = maxs[block];
-      // A float64 sum of float32 values cannot overflow, so it is finite
-      // exactly when every value is: one add per element finds NaN and Inf.
-      let sum = 0;
-      for (let i = from; i < to; i++) {
-        const x = values[i];
-        if (x < lo) lo = x;
-        if (x > hi) hi = x;
-        sum += x;
-      }
-      mins[block] = lo;
-      maxs[block] = hi;
-      if (!Number.isFinite(sum)) finite = false;
+      if (!rangeRun(values, from, to, mins, maxs, block)) finite = false;
     });
     return finite ? -1 : values.findIndex((x) => !Number.isFinite(x));
   }
+}
+
+/** Folds `values[from..to)` into block `block`; returns whether all were finite. A top-level loop: see quantize_kernel.ts. */
+function rangeRun(values: Float32Array, from: number, to: number, mins: Float64Array, maxs: Float64Array, block: number): boolean {
+  let lo = mins[block];
+  let hi = maxs[block];
+  // A float64 sum of float32 values cannot overflow, so it is finite exactly
+  // when every value is: one add per element finds NaN and Inf.
+  let sum = 0;
+  for (let i = from; i < to; i++) {
+    const x = values[i];
+    if (x < lo) lo = x;
+    if (x > hi) hi = x;
+    sum += x;
+  }
+  mins[block] = lo;
+  maxs[block] = hi;
+  return Number.isFinite(sum);
 }

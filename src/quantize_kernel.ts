@@ -50,13 +50,44 @@ export function quantizeValues(
   out: Int8Array | Uint8Array,
 ): void {
   const { inverseScale, zeroPoint, qmin, qmax } = params;
-  const toFloat = params.arithmetic === "float16" ? f16round : Math.fround;
+  const run = params.arithmetic === "float16" ? quantizeRun16 : quantizeRun32;
   layout.forEachRun(offset, values.length, (from, to, block) => {
-    const inv = inverseScale[block];
-    const zp = zeroPoint[block];
-    for (let i = from; i < to; i++) {
-      const q = ((toFloat(values[i] * inv) + R) - R) + zp;
-      out[i] = q < qmin ? qmin : q > qmax ? qmax : q;
-    }
+    run(values, out, from, to, inverseScale[block], zeroPoint[block], qmin, qmax);
   });
+}
+
+// The hot loops are top-level functions taking everything as arguments, with
+// the float rounding called directly: loops inside closures, or rounding
+// through a function-valued variable, ran 2x slower in V8.
+
+function quantizeRun32(
+  values: Float32Array,
+  out: Int8Array | Uint8Array,
+  from: number,
+  to: number,
+  inv: number,
+  zp: number,
+  qmin: number,
+  qmax: number,
+): void {
+  for (let i = from; i < to; i++) {
+    const q = ((Math.fround(values[i] * inv) + R) - R) + zp;
+    out[i] = q < qmin ? qmin : q > qmax ? qmax : q;
+  }
+}
+
+function quantizeRun16(
+  values: Float32Array,
+  out: Int8Array | Uint8Array,
+  from: number,
+  to: number,
+  inv: number,
+  zp: number,
+  qmin: number,
+  qmax: number,
+): void {
+  for (let i = from; i < to; i++) {
+    const q = ((f16round(values[i] * inv) + R) - R) + zp;
+    out[i] = q < qmin ? qmin : q > qmax ? qmax : q;
+  }
 }

@@ -40,8 +40,11 @@ export interface TensorStats {
  * import { ChannelStatsStream } from "@quantflow/quantflow";
  * import assert from "node:assert/strict";
  *
- * const tensor = { name: "w", dtype: "float32", shape: [2, 3] } as const;
- * const slabs = [{ tensor, offset: 0, data: new Float32Array([1, -2, 3]) }, { tensor, offset: 3, data: new Float32Array([4, 5, -6]) }];
+ * const tensor = { name: "w", dtype: "float32", shape: [2, 5] } as const;
+ * const slabs = [
+ *   { tensor, offset: 0, data: new Float32Array([1, -2, 3, 0, 0]) },
+ *   { tensor, offset: 5, data: new Float32Array([4, 5, -6, 0, 0]) },
+ * ];
  * const [stats] = await Array.fromAsync(ReadableStream.from(slabs).pipeThrough(new ChannelStatsStream({ weightThreshold: 0 })));
  * assert.deepEqual([...stats.mins], [-2, -6]);
  * assert.deepEqual([...stats.maxs], [3, 5]);
