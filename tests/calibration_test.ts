@@ -12,16 +12,8 @@ import { calibrationStatsFromArrow, calibrationStatsToArrow } from "../src/calib
 import { ConfigError, Float16OverflowError, FormatError, NonFiniteError } from "../src/errors.ts";
 import { computeBlockParams } from "../src/qparams.ts";
 import { quantRange } from "../src/ranges.ts";
+import { rng as prng } from "./_reference.ts";
 
-/** Deterministic float32 samples: mulberry32. */
-function prng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Sample {
   name: string;

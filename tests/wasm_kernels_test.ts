@@ -10,6 +10,7 @@ import { type KernelParams, quantizeValues } from "../src/quantize_kernel.ts";
 import { isSigned, quantRange } from "../src/ranges.ts";
 import type { QuantDType, QuantMode } from "../src/types.ts";
 import { createWasmKernels, setWasmKernelsEnabled, type WasmKernels } from "../src/wasm_kernels.ts";
+import { rng } from "./_reference.ts";
 
 // The references must be the JavaScript kernels even once they dispatch to wasm.
 before(() => setWasmKernelsEnabled(false));
@@ -25,15 +26,6 @@ function kernels(options = {}): WasmKernels {
   return k;
 }
 
-/** mulberry32: a small deterministic generator. */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Layouts covering every kernel path: runs, per-column rows, blocked rows. */
 const LAYOUTS: readonly { name: string; shape: number[]; blocks: number[] }[] = [
