@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import type { CalibrationStats } from "./calibration_stats.ts";
-import { ConfigError, FormatError } from "./errors.ts";
+import { ConfigError, Float16OverflowError, FormatError } from "./errors.ts";
 import { f16round } from "./float16.ts";
 import { computeBlockParams } from "./qparams.ts";
 import { fullRange, quantRange } from "./ranges.ts";
@@ -118,7 +118,14 @@ export function activationParams(
   const lo = f16round(rmin);
   const hi = f16round(rmax);
   // Section 3 takes min and max of the block [lo, hi]: lo and hi themselves.
-  const block = computeBlockParams([lo], [hi], mode, quantRange(dtype, mode), "float16", name);
+  let block;
+  try {
+    block = computeBlockParams([lo], [hi], mode, quantRange(dtype, mode), "float16", name);
+  } catch (e) {
+    if (!(e instanceof Float16OverflowError)) throw e;
+    const detail = e.message.slice(e.message.indexOf(": ") + 2, e.message.indexOf(" overflows"));
+    throw new Float16OverflowError(name, detail, "activation");
+  }
   return {
     name,
     dtype,

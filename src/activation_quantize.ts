@@ -64,7 +64,7 @@ export function quantizeActivation(
     const v = x[i];
     if (v - v !== 0) {
       const where = sampleIndex === undefined ? "activation sample" : `activation sample ${sampleIndex}`;
-      throw new NonFiniteError(name, `${where}, element ${i} is ${v}`);
+      throw new NonFiniteError(name, `${where}, element ${i} is ${v}`, "activation");
     }
     const q = roundHalfEven(Math.fround(v / scale)) + zeroPoint;
     data[i] = q < qmin ? qmin : q > qmax ? qmax : q;

@@ -5,18 +5,19 @@
  * @module
  */
 
-/** A tensor holds NaN or an infinity where it must be quantized (SPEC.md Section 3). */
+/** A tensor or activation holds NaN or an infinity where it must be quantized (SPEC.md Section 3). */
 export class NonFiniteError extends Error {
-  /** The tensor's name. */
+  /** The tensor's (or activation's) name. */
   readonly tensor: string;
   /**
-   * Creates the error for a tensor.
+   * Creates the error for a tensor or an activation.
    *
-   * @param tensor Name of the tensor.
+   * @param tensor Name of the tensor or activation.
    * @param detail What was found and where.
+   * @param subject What is named: a weight `tensor`, or an `activation`.
    */
-  constructor(tensor: string, detail: string) {
-    super(`Cannot quantize tensor "${tensor}": ${detail}`);
+  constructor(tensor: string, detail: string, subject: "tensor" | "activation" = "tensor") {
+    super(`Cannot quantize ${subject} "${tensor}": ${detail}`);
     this.name = "NonFiniteError";
     this.tensor = tensor;
   }
@@ -31,15 +32,19 @@ export class Float16OverflowError extends Error {
   /** The tensor's name. */
   readonly tensor: string;
   /**
-   * Creates the error for a tensor.
+   * Creates the error for a tensor or an activation.
    *
-   * @param tensor Name of the tensor.
+   * @param tensor Name of the tensor or activation.
    * @param detail Which intermediate overflowed, with its operands.
+   * @param subject A float16 weight `tensor`, or an `activation` (whose parameters Core ML Tools computes in float16).
    */
-  constructor(tensor: string, detail: string) {
+  constructor(tensor: string, detail: string, subject: "tensor" | "activation" = "tensor") {
     super(
-      `Cannot quantize float16 tensor "${tensor}": ${detail} overflows float16 (max 65504); ` +
-        `use mode "linear_symmetric" or a float32 source`,
+      subject === "tensor"
+        ? `Cannot quantize float16 tensor "${tensor}": ${detail} overflows float16 (max 65504); ` +
+          `use mode "linear_symmetric" or a float32 source`
+        : `Cannot quantize activation "${tensor}": ${detail} overflows float16 (max 65504), in which Core ML Tools ` +
+          `computes activation parameters; use mode "linear_symmetric"`,
     );
     this.name = "Float16OverflowError";
     this.tensor = tensor;

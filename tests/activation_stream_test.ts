@@ -80,7 +80,7 @@ describe("CalibrateStream", () => {
     await rejectsWith(
       collect(ReadableStream.from(bad).pipeThrough(new CalibrateStream())),
       NonFiniteError,
-      'Cannot quantize tensor "b": calibration sample 1, element 1 is Infinity',
+      'Cannot quantize activation "b": calibration sample 1, element 1 is Infinity',
     );
     await rejectsWith(
       collect(ReadableStream.from([SAMPLES[0], { data: [1] }] as never[]).pipeThrough(new CalibrateStream())),
@@ -157,7 +157,7 @@ describe("readActivationSamples", () => {
     await rejectsWith(
       collect(readActivationSamples(bytes).pipeThrough(new CalibrateStream())),
       NonFiniteError,
-      'Cannot quantize tensor "n": calibration sample 0, element 1 is NaN',
+      'Cannot quantize activation "n": calibration sample 0, element 1 is NaN',
     );
   });
 
@@ -327,7 +327,7 @@ describe("QuantizeActivationsStream / DequantizeActivationsStream", () => {
     await rejectsWith(
       quantize([p], [{ name: "x", data: [0] }, { name: "x", data: [0, 0, NaN] }]),
       NonFiniteError,
-      'Cannot quantize tensor "x": activation sample 1, element 2 is NaN',
+      'Cannot quantize activation "x": activation sample 1, element 2 is NaN',
     );
     await rejectsWith(
       quantize([p], [{ data: [1] } as never]),
