@@ -8,7 +8,17 @@
  */
 import { closeSync, mkdirSync, openSync, readSync } from "node:fs";
 import process from "node:process";
-import { Field, FixedSizeList, Float32, makeData, RecordBatch, RecordBatchReader, RecordBatchStreamWriter, Schema, Struct } from "apache-arrow";
+import {
+  Field,
+  FixedSizeList,
+  Float32,
+  makeData,
+  RecordBatch,
+  RecordBatchReader,
+  RecordBatchStreamWriter,
+  Schema,
+  Struct,
+} from "apache-arrow";
 import { ArrowIpcEncodeStream, QuantizeStream, type Slab, type SlabSource, writeFileAtomically } from "../mod.ts";
 
 /** The bytes of a file as a stream of 1 MiB chunks: never the whole file in memory. */
@@ -78,4 +88,6 @@ await source.slabs()
 
 const [report] = quantize.report.tensors;
 console.log(`${rows} embeddings x ${DIM}: ${report.originalBytes} -> ${report.quantizedBytes} bytes`);
-console.log(`per-dimension int8 scales: SNR ${report.snrDb!.toFixed(1)} dB, max error ${report.maxAbsError!.toPrecision(3)}`);
+console.log(
+  `per-dimension int8 scales: SNR ${report.snrDb!.toFixed(1)} dB, max error ${report.maxAbsError!.toPrecision(3)}`,
+);

@@ -48,9 +48,13 @@ export class BlockLayout {
       throw new RangeError(`Block sizes [${blockSizes}] do not match the rank of shape [${shape}]`);
     }
     const sizes = blockSizes.map((b, i) => {
-      if (!Number.isInteger(b) || b < 0) throw new RangeError(`Block size ${b} on axis ${i} must be a non-negative integer`);
+      if (!Number.isInteger(b) || b < 0) {
+        throw new RangeError(`Block size ${b} on axis ${i} must be a non-negative integer`);
+      }
       const full = b === 0 ? shape[i] : b;
-      if (shape[i] % full !== 0) throw new RangeError(`Block size ${b} does not divide dimension ${shape[i]} of axis ${i}`);
+      if (shape[i] % full !== 0) {
+        throw new RangeError(`Block size ${b} does not divide dimension ${shape[i]} of axis ${i}`);
+      }
       return full;
     });
     this.shape = shape;

@@ -97,7 +97,12 @@ export class BlockQuantizer {
    * @param errors Error sums to add these elements to.
    * @returns The quantized values.
    */
-  quantize(values: Float32Array, offset: number, out?: Int8Array | Uint8Array, errors?: ErrorStats): Int8Array | Uint8Array {
+  quantize(
+    values: Float32Array,
+    offset: number,
+    out?: Int8Array | Uint8Array,
+    errors?: ErrorStats,
+  ): Int8Array | Uint8Array {
     const p = this.#finished;
     const q = out ?? (isSigned(this.info.dtype) ? new Int8Array(values.length) : new Uint8Array(values.length));
     quantizeValues(values, offset, this.layout, p.kernel, q);

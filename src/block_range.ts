@@ -40,7 +40,14 @@ export class BlockRange {
 }
 
 /** Folds `values[from..to)` into block `block`; returns whether all were finite. A top-level loop: see quantize_kernel.ts. */
-function rangeRun(values: Float32Array, from: number, to: number, mins: Float64Array, maxs: Float64Array, block: number): boolean {
+function rangeRun(
+  values: Float32Array,
+  from: number,
+  to: number,
+  mins: Float64Array,
+  maxs: Float64Array,
+  block: number,
+): boolean {
   let lo = mins[block];
   let hi = maxs[block];
   // A float64 sum of float32 values cannot overflow, so it is finite exactly

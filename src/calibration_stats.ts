@@ -16,6 +16,7 @@
  */
 import { z } from "zod";
 import { FormatError, NonFiniteError } from "./errors.ts";
+import { binKey, binShift, histogramQuantile, sortedHistogram } from "./_float_histogram.ts";
 import { formatIssues } from "./_zod_issues.ts";
 
 /**
@@ -142,35 +143,6 @@ interface Entry {
   hist: Map<number, number> | undefined;
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
-/** The float32 value whose bit pattern is `bits`. */
-function fromBits(bits: number): number {
-  u32[0] = bits;
-  return f32[0];
-}
-
-/**
- * The grid of the `percentile` histogram: a bin is a float32 bit pattern with
- * its low `23 - bits` mantissa bits dropped, signed so that key order is value
- * order. Every finite float32 falls in exactly one bin whatever data came
- * before, so histograms merge by adding counts, exactly.
- */
-function binKey(x: number, shift: number): number {
-  f32[0] = x;
-  const idx = (u32[0] & 0x7fffffff) >>> shift;
-  return x < 0 ? -1 - idx : idx;
-}
-
-/** The value interval `[a, b]` a bin covers. */
-function binBounds(key: number, shift: number): [number, number] {
-  const idx = key < 0 ? -1 - key : key;
-  const lower = fromBits(idx << shift);
-  const upper = fromBits(((idx + 1) << shift) >>> 0);
-  return key < 0 ? [-upper, -lower] : [lower, upper];
-}
-
 /** The error for an invalid sample, naming it by position and name. */
 function sampleError(index: number | undefined, name: unknown, problem: string): TypeError {
   const where = index === undefined ? "Calibration sample" : `Calibration sample ${index}`;
@@ -267,7 +239,7 @@ export class CalibrationStats {
     this.averagingConstant = averagingConstant;
     this.histogramBits = histogramBits;
     this.nonFinite = nonFinite;
-    this.#shift = 23 - histogramBits;
+    this.#shift = binShift(histogramBits);
   }
 
   #entry(name: string): Entry {
@@ -307,7 +279,7 @@ export class CalibrationStats {
       if (v - v !== 0) { // NaN or an infinity, in one comparison
         if (this.nonFinite === "error") {
           const where = sampleIndex === undefined ? "calibration sample" : `calibration sample ${sampleIndex}`;
-          throw new NonFiniteError(name, `${where}, element ${i} is ${v}`);
+          throw new NonFiniteError(name, `${where}, element ${i} is ${v}`, "activation");
         }
         bad++;
         continue;
@@ -560,45 +532,6 @@ export class CalibrationStats {
       for (let i = 0; i < s.histogram.keys.length; i++) e.hist.set(s.histogram.keys[i], s.histogram.counts[i]);
     }
   }
-}
-
-function sortedHistogram(hist: Map<number, number>): HistogramState {
-  const keys = [...hist.keys()].sort((a, b) => a - b);
-  return { keys, counts: keys.map((k) => hist.get(k)!) };
-}
-
-/**
- * The value at quantile `q` as numpy's default ("linear") percentile: linear
- * interpolation between the values of rank `floor(q * (n - 1))` and the next.
- * The histogram gives each rank's bin; a bin's `c` values are taken to sit at
- * the centres of `c` equal slices of it, each within one bin width of its true
- * value; the smallest and largest are the exact `min` and `max`.
- */
-function histogramQuantile(
-  keys: readonly number[],
-  counts: readonly number[],
-  n: number,
-  q: number,
-  shift: number,
-  min: number,
-  max: number,
-): number {
-  const rank = q * (n - 1);
-  const low = Math.floor(rank);
-  const high = Math.min(low + 1, n - 1);
-  let before = 0;
-  let i = 0;
-  const valueAt = (k: number): number => {
-    if (k === 0) return min; // the extreme ranks are known exactly
-    if (k === n - 1) return max;
-    while (k >= before + counts[i]) before += counts[i++];
-    const [a, b] = binBounds(keys[i], shift);
-    if (!Number.isFinite(b - a)) return a; // the bin below float32's largest value reaches Infinity
-    return a + ((k - before + 0.5) / counts[i]) * (b - a);
-  };
-  const x = valueAt(low);
-  const y = valueAt(high);
-  return x + (rank - low) * (y - x);
 }
 
 /** Consistency checks the schema cannot express; returns the problem, or undefined. */

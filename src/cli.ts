@@ -122,7 +122,9 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   out(formatReport(report));
   const omitted = report.tensors.filter((t) => t.omitted);
   if (omitted.length) {
-    console.error(`note: ${omitted.length} tensors not written (${omitted[0].omitted}): ${omitted.map((t) => t.name).join(", ")}`);
+    console.error(
+      `note: ${omitted.length} tensors not written (${omitted[0].omitted}): ${omitted.map((t) => t.name).join(", ")}`,
+    );
   }
   if (values.report) writeFileSync(values.report, JSON.stringify(report, null, 2) + "\n");
   return report;
@@ -156,13 +158,21 @@ export async function main(args: string[]): Promise<number> {
         await quantize(rest);
         return 0;
       case "dequantize": {
-        const { values, positionals } = parseArgs({ args: rest, options: { output: { type: "string", short: "o" } }, allowPositionals: true });
+        const { values, positionals } = parseArgs({
+          args: rest,
+          options: { output: { type: "string", short: "o" } },
+          allowPositionals: true,
+        });
         const count = await dequantizeFile(oneInput(positionals, "dequantize"), requireOutput(values, "dequantize"));
         console.log(`Dequantized ${count} tensors into ${values.output}`);
         return 0;
       }
       case "inspect": {
-        const { values, positionals } = parseArgs({ args: rest, options: { json: { type: "boolean" } }, allowPositionals: true });
+        const { values, positionals } = parseArgs({
+          args: rest,
+          options: { json: { type: "boolean" } },
+          allowPositionals: true,
+        });
         const source = openFileSource(oneInput(positionals, "inspect"));
         try {
           const summary = summarizeCheckpoint(readHeader(source));
@@ -209,4 +219,3 @@ export async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
-

@@ -72,7 +72,10 @@ export function tinyGpt2(options: TinyGpt2Options = {}): Uint8Array {
     float(`${h}.attn.c_proj.weight`, [d, d], weight(0.02 / Math.sqrt(2 * layers)));
     float(`${h}.attn.c_proj.bias`, [d], weight(0.01));
     const mask = new Uint8Array(64 * 64).map((_, i) => (i % 64 <= Math.floor(i / 64) ? 1 : 0));
-    tensors.push({ spec: { name: `${h}.attn.bias`, dtype: "U8", shape: [1, 1, 64, 64], byteLength: mask.length }, data: mask });
+    tensors.push({
+      spec: { name: `${h}.attn.bias`, dtype: "U8", shape: [1, 1, 64, 64], byteLength: mask.length },
+      data: mask,
+    });
     float(`${h}.ln_2.weight`, [d], () => 1 + random() * 0.05);
     float(`${h}.ln_2.bias`, [d], weight(0.01));
     // A few outlier output channels, as real MLPs have: per-channel scales keep the rest precise.

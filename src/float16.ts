@@ -38,8 +38,8 @@ export function f16roundPortable(x: number): number {
  * @param x Any number.
  * @returns The nearest float16 value, as a number.
  */
-export const f16round: (x: number) => number =
-  (Math as unknown as { f16round?: (x: number) => number }).f16round ?? f16roundPortable;
+export const f16round: (x: number) => number = (Math as unknown as { f16round?: (x: number) => number }).f16round ??
+  f16roundPortable;
 
 let decodeTable: Float32Array | undefined;
 

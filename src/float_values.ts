@@ -18,12 +18,16 @@ import type { FloatData, FloatDType } from "./types.ts";
  */
 export function floatValues(data: FloatData, dtype: FloatDType, scratch?: Float32Array): Float32Array {
   if (dtype === "float32") {
-    if (!(data instanceof Float32Array)) throw new TypeError(`float32 data must be a Float32Array, got ${data.constructor.name}`);
+    if (!(data instanceof Float32Array)) {
+      throw new TypeError(`float32 data must be a Float32Array, got ${data.constructor.name}`);
+    }
     return data;
   }
   if (!(data instanceof Uint16Array)) {
     throw new TypeError(`${dtype} data must be a Uint16Array of raw bits, got ${data.constructor.name}`);
   }
-  const out = scratch && scratch.length >= data.length ? scratch.subarray(0, data.length) : new Float32Array(data.length);
+  const out = scratch && scratch.length >= data.length
+    ? scratch.subarray(0, data.length)
+    : new Float32Array(data.length);
   return dtype === "float16" ? decodeFloat16(data, out) : decodeBfloat16(data, out);
 }

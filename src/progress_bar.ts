@@ -53,7 +53,9 @@ export class ProgressBar {
     const rate = seconds > 0 ? done / seconds : 0;
     const eta = rate > 0 ? Math.max(0, (total - done) / rate) : 0;
     this.#out.write(
-      `\r${this.#label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}% ` +
+      `\r${this.#label} [${"#".repeat(filled)}${"-".repeat(width - filled)}] ${
+        (fraction * 100).toFixed(0).padStart(3)
+      }% ` +
         `${size(done)}/${size(total)} ${size(rate)}/s ETA ${eta.toFixed(0)}s `,
     );
     this.#drawn = true;

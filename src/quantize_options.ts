@@ -53,4 +53,3 @@ export function resolveQuantizeOptions(options: unknown = {}): ResolvedQuantizeO
   const given = Object.fromEntries(Object.entries(parsed.data).filter(([, v]) => v !== undefined));
   return { ...DEFAULT_QUANTIZE_OPTIONS, ...given };
 }
-

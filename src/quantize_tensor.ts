@@ -21,7 +21,9 @@ function checkTensor(tensor: Tensor): void {
   }
   const size = tensor.shape.reduce((a, b) => a * b, 1);
   if (tensor.data.length !== size) {
-    throw new RangeError(`Tensor "${tensor.name}" has ${tensor.data.length} elements; shape [${tensor.shape}] needs ${size}`);
+    throw new RangeError(
+      `Tensor "${tensor.name}" has ${tensor.data.length} elements; shape [${tensor.shape}] needs ${size}`,
+    );
   }
 }
 
@@ -130,6 +132,13 @@ export function measureError(original: Tensor, quantized: QuantizedTensor): Tens
   const stats = new ErrorStats();
   const layout = new BlockLayout(quantized.shape, quantized.blockSizes);
   const zp = quantized.zeroPoint ? Int32Array.from(quantized.zeroPoint) : new Int32Array(layout.blockCount);
-  stats.observe(floatValues(original.data, original.dtype), 0, layout, quantized.data, Float64Array.from(scaleValues(quantized)), zp);
+  stats.observe(
+    floatValues(original.data, original.dtype),
+    0,
+    layout,
+    quantized.data,
+    Float64Array.from(scaleValues(quantized)),
+    zp,
+  );
   return { maxAbsError: stats.maxAbsError, snrDb: stats.snrDb };
 }

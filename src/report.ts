@@ -151,7 +151,11 @@ function bytes(n: number): string {
 function describe(t: TensorReport): string {
   if (t.decision === "skipped") return `kept (${t.reason})`;
   const q = t.quantization!;
-  const where = q.granularity === "per_tensor" ? "tensor" : q.granularity === "per_channel" ? `ch ${q.axis}` : `block ${Math.max(...q.blockSizes.filter((_, i) => i !== q.axis))}`;
+  const where = q.granularity === "per_tensor"
+    ? "tensor"
+    : q.granularity === "per_channel"
+    ? `ch ${q.axis}`
+    : `block ${Math.max(...q.blockSizes.filter((_, i) => i !== q.axis))}`;
   return `${q.dtype} ${q.mode === "linear" ? "affine" : "sym"} ${where}`;
 }
 
@@ -184,7 +188,9 @@ export function formatReport(report: ModelReport): string {
     ...rows.map(line),
     "",
     `${t.quantized} of ${t.tensors} tensors quantized; ${bytes(t.originalBytes)} -> ${bytes(t.quantizedBytes)} ` +
-    `(${t.ratio.toFixed(3)}x smaller; ${t.ratioVsFloat16.toFixed(3)}x vs float16, ${t.ratioVsFloat32.toFixed(3)}x vs float32)` +
+    `(${t.ratio.toFixed(3)}x smaller; ${t.ratioVsFloat16.toFixed(3)}x vs float16, ${
+      t.ratioVsFloat32.toFixed(3)
+    }x vs float32)` +
     (t.quantized ? `; lowest SNR ${Number.isFinite(t.minSnrDb) ? t.minSnrDb.toFixed(1) + " dB" : "exact"}` : ""),
   ].join("\n");
 }

@@ -275,7 +275,9 @@ export function parseSafetensorsHeader(prefix: Uint8Array, fileSize?: number): S
   }
   if (fileSize !== undefined && fileSize > dataEnd) {
     throw new FormatError(
-      `Cannot read safetensors file: ${fileSize - dataEnd} unexpected bytes after the data section, which ends at byte ${dataEnd} (file size ${fileSize})`,
+      `Cannot read safetensors file: ${
+        fileSize - dataEnd
+      } unexpected bytes after the data section, which ends at byte ${dataEnd} (file size ${fileSize})`,
     );
   }
   return { headerLength, dataStart, dataEnd, entries, metadata };
@@ -338,7 +340,9 @@ function parseEntry(
   }
   if (e - b !== expected) {
     fail(
-      `data_offsets [${b}, ${e}] (bytes ${begin}-${end}) hold ${e - b} bytes, but ${dtype} ${JSON.stringify(shape)} needs ${expected}`,
+      `data_offsets [${b}, ${e}] (bytes ${begin}-${end}) hold ${e - b} bytes, but ${dtype} ${
+        JSON.stringify(shape)
+      } needs ${expected}`,
     );
   }
   return { name, dtype: dtype as string, shape: [...(shape as number[])], begin, end };
@@ -395,7 +399,9 @@ export function encodeSafetensorsHeader(
     const numel = e.shape.reduce((a, d) => a * d, 1);
     if (e.byteLength !== numel * size) {
       throw new RangeError(
-        `Tensor "${e.name}": byteLength ${e.byteLength}, but ${e.dtype} ${JSON.stringify(e.shape)} needs ${numel * size}`,
+        `Tensor "${e.name}": byteLength ${e.byteLength}, but ${e.dtype} ${JSON.stringify(e.shape)} needs ${
+          numel * size
+        }`,
       );
     }
     const json = JSON.stringify({ dtype: e.dtype, shape: e.shape, data_offsets: [offset, offset + e.byteLength] });

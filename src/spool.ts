@@ -129,7 +129,9 @@ export class SlabSpool {
               const n = file.read(s.position, bytes);
               if (n < bytes.length) {
                 throw new FormatError(
-                  `Cannot read spooled tensor "${s.tensor.name}": spool file ends at byte ${s.position + n}, expected ${s.position + s.byteLength}`,
+                  `Cannot read spooled tensor "${s.tensor.name}": spool file ends at byte ${s.position + n}, expected ${
+                    s.position + s.byteLength
+                  }`,
                 );
               }
               const data = s.float32

@@ -5,13 +5,7 @@
  * @module
  */
 import { resolveQuantizeOptions } from "./quantize_options.ts";
-import type {
-  FloatDType,
-  QuantizedTensorInfo,
-  QuantizeOptions,
-  SkippedTensor,
-  SkipReason,
-} from "./types.ts";
+import type { FloatDType, QuantizedTensorInfo, QuantizeOptions, SkippedTensor, SkipReason } from "./types.ts";
 
 const FLOAT_DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
 

@@ -69,16 +69,43 @@ interface Exports {
   memory: WebAssembly.Memory;
   quantize_run(inp: number, out: number, n: number, s: number, b: number, lo: number, hi: number, f16: number): number;
   quantize_contig(
-    inp: number, out: number, n: number, first: number, run: number,
-    sp: number, bp: number, lo: number, hi: number, f16: number,
+    inp: number,
+    out: number,
+    n: number,
+    first: number,
+    run: number,
+    sp: number,
+    bp: number,
+    lo: number,
+    hi: number,
+    f16: number,
   ): number;
   quantize_rows(
-    inp: number, out: number, n: number, col: number, rowLen: number, cb: number, rb: number,
-    sp: number, bp: number, lo: number, hi: number, f16: number,
+    inp: number,
+    out: number,
+    n: number,
+    col: number,
+    rowLen: number,
+    cb: number,
+    rb: number,
+    sp: number,
+    bp: number,
+    lo: number,
+    hi: number,
+    f16: number,
   ): number;
   minmax_run(inp: number, n: number, minp: number, maxp: number): number;
   minmax_contig(inp: number, n: number, first: number, run: number, minp: number, maxp: number): number;
-  minmax_rows(inp: number, n: number, col: number, rowLen: number, cb: number, rb: number, minp: number, maxp: number): number;
+  minmax_rows(
+    inp: number,
+    n: number,
+    col: number,
+    rowLen: number,
+    cb: number,
+    rb: number,
+    minp: number,
+    maxp: number,
+  ): number;
   pack4(inp: number, out: number, n: number): void;
   decode_f16(inp: number, out: number, n: number): void;
   decode_bf16(inp: number, out: number, n: number): void;
@@ -347,13 +374,28 @@ export class WasmKernels {
    * @throws {RangeError} When a value or the scale is not a float16 value in `"float16"` arithmetic.
    */
   quantizeRun(
-    n: number, scale: number, zeroPoint: number, qmin: number, qmax: number,
+    n: number,
+    scale: number,
+    zeroPoint: number,
+    qmin: number,
+    qmax: number,
     arithmetic: "float32" | "float16",
   ): Uint8Array {
     const f16 = arithmetic === "float16";
     if (f16 && !isFloat16Compatible(scale)) throw new RangeError(`Scale ${scale} is not a float16 value`);
-    const bad = this.#x.quantize_run(this.#in, this.#out, this.#count(n), scale, MAGIC_BITS - zeroPoint, qmin, qmax, f16 ? 1 : 0);
-    if (bad) throw new RangeError("float16 arithmetic needs float16 values: an input has more than 11 significant bits");
+    const bad = this.#x.quantize_run(
+      this.#in,
+      this.#out,
+      this.#count(n),
+      scale,
+      MAGIC_BITS - zeroPoint,
+      qmin,
+      qmax,
+      f16 ? 1 : 0,
+    );
+    if (bad) {
+      throw new RangeError("float16 arithmetic needs float16 values: an input has more than 11 significant bits");
+    }
     return this.output(n);
   }
 
@@ -434,15 +476,30 @@ export class WasmKernels {
   }
 
   #quantizeSlab(
-    src: number, dst: number, n: number, offset: number, layout: BlockLayout,
-    qmin: number, qmax: number, f16: number,
+    src: number,
+    dst: number,
+    n: number,
+    offset: number,
+    layout: BlockLayout,
+    qmin: number,
+    qmax: number,
+    f16: number,
   ): number {
     if (layout.contiguous) {
       const run = layout.runLength;
       const block = Math.floor(offset / run);
       const first = (block + 1) * run - offset;
       return this.#x.quantize_contig(
-        src, dst, n, first, run, this.#scales + 4 * block, this.#biases + 4 * block, qmin, qmax, f16,
+        src,
+        dst,
+        n,
+        first,
+        run,
+        this.#scales + 4 * block,
+        this.#biases + 4 * block,
+        qmin,
+        qmax,
+        f16,
       );
     }
     const { rowLength, columnBlock } = layout;
@@ -450,7 +507,18 @@ export class WasmKernels {
     const col = offset - row * rowLength;
     this.#rowBasesFor(layout, row, col, n);
     return this.#x.quantize_rows(
-      src, dst, n, col, rowLength, columnBlock, this.#rowBases, this.#scales, this.#biases, qmin, qmax, f16,
+      src,
+      dst,
+      n,
+      col,
+      rowLength,
+      columnBlock,
+      this.#rowBases,
+      this.#scales,
+      this.#biases,
+      qmin,
+      qmax,
+      f16,
     );
   }
 
@@ -504,7 +572,14 @@ export class WasmKernels {
     return view.findIndex((x) => !Number.isFinite(x));
   }
 
-  #observeSlab(src: number, n: number, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
+  #observeSlab(
+    src: number,
+    n: number,
+    offset: number,
+    layout: BlockLayout,
+    mins: Float64Array,
+    maxs: Float64Array,
+  ): number {
     let from: number;
     let count: number;
     let bad: number;
@@ -523,7 +598,14 @@ export class WasmKernels {
       count = hi + rowLength / columnBlock - lo;
       this.#stageRanges(mins, maxs, from, count);
       bad = this.#x.minmax_rows(
-        src, n, col, rowLength, columnBlock, this.#rowBases, this.#mins - 4 * from, this.#maxs - 4 * from,
+        src,
+        n,
+        col,
+        rowLength,
+        columnBlock,
+        this.#rowBases,
+        this.#mins - 4 * from,
+        this.#maxs - 4 * from,
       );
     }
     mins.set(this.#f32.subarray(this.#mins >> 2, (this.#mins >> 2) + count), from);

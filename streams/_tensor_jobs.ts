@@ -47,11 +47,15 @@ class Progress {
   }
   advance(slab: Slab): void {
     if (slab.offset !== this.next) {
-      throw new FormatError(`Slab of tensor "${this.tensor.name}" starts at element ${slab.offset}, expected ${this.next}`);
+      throw new FormatError(
+        `Slab of tensor "${this.tensor.name}" starts at element ${slab.offset}, expected ${this.next}`,
+      );
     }
     if (slab.offset + slab.data.length > this.size) {
       throw new FormatError(
-        `Slab of tensor "${this.tensor.name}" ends at element ${slab.offset + slab.data.length}, beyond its ${this.size} elements`,
+        `Slab of tensor "${this.tensor.name}" ends at element ${
+          slab.offset + slab.data.length
+        }, beyond its ${this.size} elements`,
       );
     }
     this.next += slab.data.length;
@@ -257,7 +261,9 @@ export class TwoPassJob extends QuantizeJob {
         second.advance(again);
         yield { slab: again, values: job.values(again) };
       }
-      if (!second.done) throw new FormatError(`Re-reading tensor "${job.name}" gave ${second.next} of ${second.size} elements`);
+      if (!second.done) {
+        throw new FormatError(`Re-reading tensor "${job.name}" gave ${second.next} of ${second.size} elements`);
+      }
     };
     try {
       yield* this.#quantizeAll(reread(this));
@@ -275,7 +281,13 @@ export class TwoPassJob extends QuantizeJob {
     const all = quantizer.layout.blockCount;
     let first = true;
     for await (const { slab, values } of parts) {
-      yield this.output(quantizer, slab, values, slab.offset, first ? { offset: 0, from: 0, to: all } : { offset: all, from: all, to: all });
+      yield this.output(
+        quantizer,
+        slab,
+        values,
+        slab.offset,
+        first ? { offset: 0, from: 0, to: all } : { offset: all, from: all, to: all },
+      );
       first = false;
     }
   }

@@ -1,11 +1,13 @@
 /**
- * Arrow IPC stream bytes to slabs (docs/arrow_layout.md), pull-driven and
+ * Arrow IPC stream bytes to slabs (README.md, "Arrow layout"), pull-driven and
  * bounded, with truncation detection.
  *
  * @module
  */
 import { Message, type RecordBatch, RecordBatchReader, type Schema } from "apache-arrow";
-import { batchToSlab, type DecodeState, layoutFromSchema, type StreamLayout } from "../src/_arrow_slab.ts";
+import { batchToSlab, type DecodeState } from "../src/_arrow_batches.ts";
+import type { StreamLayout } from "../src/_arrow_layout.ts";
+import { layoutFromSchema } from "../src/_arrow_schema.ts";
 import { FormatError } from "../src/errors.ts";
 import type { QuantizedSlab, Slab } from "../src/types.ts";
 
@@ -283,7 +285,7 @@ class IpcSlabReader {
 
 /**
  * Decodes Arrow IPC bytes written by {@linkcode ArrowIpcEncodeStream} (or by
- * any Arrow writer following docs/arrow_layout.md) into slabs: one
+ * any Arrow writer following the README's Arrow layout) into slabs: one
  * {@linkcode Slab} or {@linkcode QuantizedSlab} per record batch. The input
  * may be cut anywhere and may hold several IPC streams one after another (a
  * model).

@@ -1,19 +1,12 @@
 /**
  * Slabs to Arrow IPC stream bytes, one IPC stream per tensor
- * (docs/arrow_layout.md).
+ * (README.md, "Arrow layout").
  *
  * @module
  */
 import { type RecordBatch, RecordBatchStreamWriter } from "apache-arrow";
-import {
-  fitsLayout,
-  planQuantizedLayout,
-  planSlabLayout,
-  quantizedSlabToBatch,
-  type ScaleCarry,
-  slabToBatch,
-  type StreamLayout,
-} from "../src/_arrow_slab.ts";
+import { quantizedSlabToBatch, type ScaleCarry, slabToBatch } from "../src/_arrow_batches.ts";
+import { fitsLayout, planQuantizedLayout, planSlabLayout, type StreamLayout } from "../src/_arrow_layout.ts";
 import { floatDTypeOf } from "../src/safetensors_header.ts";
 import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 
@@ -92,7 +85,7 @@ function streamKey(chunk: Slab | QuantizedSlab): string {
 }
 
 /**
- * Encodes slabs as Arrow IPC stream bytes (docs/arrow_layout.md). Each run of
+ * Encodes slabs as Arrow IPC stream bytes (README.md, "Arrow layout"). Each run of
  * consecutive chunks of one tensor (same name, same kind) becomes one IPC
  * stream: a schema message, one record batch message per slab, and the
  * end-of-stream marker when the next tensor starts or the input ends. A model
@@ -180,9 +173,13 @@ function rawToSlab(chunk: RawChunk): Slab {
   const { buffer, byteOffset, byteLength } = chunk.bytes;
   const size = dtype === "float32" ? 4 : 2;
   if (byteOffset % size !== 0 || chunk.offset % size !== 0) {
-    throw new TypeError(`ArrowIpcEncodeStream: raw chunk of tensor "${chunk.name}" is not aligned to its ${size}-byte elements`);
+    throw new TypeError(
+      `ArrowIpcEncodeStream: raw chunk of tensor "${chunk.name}" is not aligned to its ${size}-byte elements`,
+    );
   }
-  const data = size === 4 ? new Float32Array(buffer, byteOffset, byteLength / 4) : new Uint16Array(buffer, byteOffset, byteLength / 2);
+  const data = size === 4
+    ? new Float32Array(buffer, byteOffset, byteLength / 4)
+    : new Uint16Array(buffer, byteOffset, byteLength / 2);
   return { kind: "slab", tensor: { name: chunk.name, dtype, shape: chunk.shape }, offset: chunk.offset / size, data };
 }
 

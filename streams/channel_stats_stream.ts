@@ -56,7 +56,9 @@ export class ChannelStatsStream extends TransformStream<Slab, TensorStats> {
    * @throws {ConfigError} When an option is invalid.
    */
   constructor(config: QuantizeConfig | QuantizeOptions = {}) {
-    const resolved = "global" in config && "tensors" in config ? config as QuantizeConfig : configOf(config as QuantizeOptions);
+    const resolved = "global" in config && "tensors" in config
+      ? config as QuantizeConfig
+      : configOf(config as QuantizeOptions);
     let current: { name: string; layout: BlockLayout; range: BlockRange; seen: number; size: number } | undefined;
     super({
       transform(slab, controller) {
@@ -66,7 +68,13 @@ export class ChannelStatsStream extends TransformStream<Slab, TensorStats> {
           current = undefined;
           if (plan.kind === "skipped") return;
           const layout = new BlockLayout(plan.shape, plan.blockSizes);
-          current = { name: tensor.name, layout, range: new BlockRange(layout), seen: 0, size: elementCount(tensor.shape) };
+          current = {
+            name: tensor.name,
+            layout,
+            range: new BlockRange(layout),
+            seen: 0,
+            size: elementCount(tensor.shape),
+          };
         }
         if (!current || current.name !== tensor.name) return;
         const values = floatValues(slab.data, tensor.dtype);

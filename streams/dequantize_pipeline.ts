@@ -14,9 +14,9 @@ import { bitsOf, isSigned, storesZeroPoint } from "../src/ranges.ts";
 import { elementCount } from "../src/report.ts";
 import {
   parseSafetensorsHeader,
+  safetensorsCodeOf,
   type SafetensorsEntry,
   type SafetensorsHeader,
-  safetensorsCodeOf,
   safetensorsHeaderSize,
 } from "../src/safetensors_header.ts";
 import type { RawChunk } from "../src/types.ts";
@@ -87,7 +87,14 @@ async function* dequantizedChunks(
       for (let at = entry.begin; at < entry.end; at += slabBytes) {
         const bytes = new Uint8Array(Math.min(slabBytes, entry.end - at));
         source.read(at, bytes);
-        yield { kind: "raw", name: entry.name, dtype: entry.dtype, shape: entry.shape, offset: at - entry.begin, bytes };
+        yield {
+          kind: "raw",
+          name: entry.name,
+          dtype: entry.dtype,
+          shape: entry.shape,
+          offset: at - entry.begin,
+          bytes,
+        };
       }
       continue;
     }
@@ -97,7 +104,9 @@ async function* dequantizedChunks(
       : new Float32Array(scaleBytes.buffer);
     const signed = isSigned(record.dtype);
     const zeroPoint = storesZeroPoint(record.dtype, record.mode)
-      ? (signed ? Int8Array : Uint8Array).from(readEntry(source, byName.get(`${entry.name}.zero_point`), `${entry.name}.zero_point`))
+      ? (signed ? Int8Array : Uint8Array).from(
+        readEntry(source, byName.get(`${entry.name}.zero_point`), `${entry.name}.zero_point`),
+      )
       : undefined;
     const layout = new BlockLayout(record.shape, record.blockSizes);
     const size = elementCount(record.shape);
@@ -109,11 +118,7 @@ async function* dequantizedChunks(
       const count = Math.min(step, size - offset);
       const stored = new Uint8Array(fourBit ? Math.ceil(count / 2) : count);
       source.read(entry.begin + (fourBit ? offset / 2 : offset), stored);
-      const q = fourBit
-        ? unpackInt4(stored, count, signed)
-        : signed
-        ? new Int8Array(stored.buffer)
-        : stored;
+      const q = fourBit ? unpackInt4(stored, count, signed) : signed ? new Int8Array(stored.buffer) : stored;
       const values = dequantizeValues(q, offset, layout, scale, zeroPoint, record.sourceDType);
       yield {
         kind: "raw",

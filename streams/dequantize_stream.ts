@@ -38,7 +38,9 @@ function scaleNumbers(slab: QuantizedSlab): Float32Array {
  */
 export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, Slab | RawChunk> {
   constructor() {
-    let whole: { info: QuantizedTensorInfo; layout: BlockLayout; scale: Float32Array; zeroPoint?: ArrayLike<number> } | undefined;
+    let whole:
+      | { info: QuantizedTensorInfo; layout: BlockLayout; scale: Float32Array; zeroPoint?: ArrayLike<number> }
+      | undefined;
     super({
       transform(slab, controller) {
         if (slab.kind === "raw") return controller.enqueue(slab);
@@ -55,12 +57,23 @@ export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, 
         } else {
           if (slab.offset === 0) {
             if (slab.scale.length !== elementCount(info.scaleShape)) {
-              throw new FormatError(`Quantized tensor "${info.name}": first slab carries ${slab.scale.length} scales, expected all ${elementCount(info.scaleShape)}`);
+              throw new FormatError(
+                `Quantized tensor "${info.name}": first slab carries ${slab.scale.length} scales, expected all ${
+                  elementCount(info.scaleShape)
+                }`,
+              );
             }
-            whole = { info, layout: new BlockLayout(info.shape, info.blockSizes), scale: scaleNumbers(slab), zeroPoint: slab.zeroPoint };
+            whole = {
+              info,
+              layout: new BlockLayout(info.shape, info.blockSizes),
+              scale: scaleNumbers(slab),
+              zeroPoint: slab.zeroPoint,
+            };
           }
           if (!whole || whole.info.name !== info.name) {
-            throw new FormatError(`Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its scales`);
+            throw new FormatError(
+              `Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its scales`,
+            );
           }
           data = dequantizeValues(slab.data, slab.offset, whole.layout, whole.scale, whole.zeroPoint, info.sourceDType);
         }

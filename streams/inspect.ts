@@ -65,18 +65,22 @@ export function formatCheckpoint(summary: CheckpointSummary): string {
   const rows = summary.tensors.map((t) => {
     const q = t.quantized;
     const how = q
-      ? `${q.dtype} ${q.mode} ${q.granularity}${q.granularity === "per_tensor" ? "" : ` axis ${q.axis}`} from ${q.sourceDType} [${q.shape}]`
+      ? `${q.dtype} ${q.mode} ${q.granularity}${
+        q.granularity === "per_tensor" ? "" : ` axis ${q.axis}`
+      } from ${q.sourceDType} [${q.shape}]`
       : "";
     return [t.name, t.dtype, `[${t.shape.join(",")}]`, String(t.bytes), how];
   });
   const header = ["tensor", "dtype", "shape", "bytes", "quantization"];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+  const line = (r: string[]) =>
+    r.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
   const quantized = summary.tensors.filter((t) => t.quantized).length;
   return [
     line(header),
     ...rows.map(line),
     "",
-    `${summary.tensors.length} tensors, ${summary.dataBytes} bytes of data` + (quantized ? `, ${quantized} quantized by quantflow` : ""),
+    `${summary.tensors.length} tensors, ${summary.dataBytes} bytes of data` +
+    (quantized ? `, ${quantized} quantized by quantflow` : ""),
   ].join("\n");
 }

@@ -13,7 +13,12 @@ import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Sla
 import { ArrowIpcDecodeStream } from "./arrow_ipc_decode_stream.ts";
 import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
-import { type OutputTensorSpec, quantizedSpecs, SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
+import {
+  type OutputTensorSpec,
+  quantizedSpecs,
+  SafetensorsEncodeStream,
+  writeFileAtomically,
+} from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
 
 /** Output formats of a quantization. */
@@ -82,7 +87,9 @@ function outputPlan(header: SafetensorsHeader, config: QuantizeConfig) {
 }
 
 /** Drops non-float raw chunks, which the Arrow slab layout cannot hold, reporting each tensor once. */
-function dropNonFloat(onDropped: (name: string) => void): TransformStream<QuantizedSlab | RawChunk, QuantizedSlab | RawChunk> {
+function dropNonFloat(
+  onDropped: (name: string) => void,
+): TransformStream<QuantizedSlab | RawChunk, QuantizedSlab | RawChunk> {
   return new TransformStream({
     transform(chunk, controller) {
       if (chunk.kind === "raw" && !floatDTypeOf(chunk.dtype)) {
@@ -95,7 +102,9 @@ function dropNonFloat(onDropped: (name: string) => void): TransformStream<Quanti
 }
 
 function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
-  return config && "global" in config && "tensors" in config ? config as QuantizeConfig : configOf(config as QuantizeOptions);
+  return config && "global" in config && "tensors" in config
+    ? config as QuantizeConfig
+    : configOf(config as QuantizeOptions);
 }
 
 /**

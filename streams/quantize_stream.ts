@@ -91,7 +91,9 @@ export class QuantizeStream {
       this.#reports.push(r);
       options.onTensor?.(r);
     };
-    ({ readable: this.readable, writable: this.writable } = pullTransform((input) => quantizeChunks(input, resolved, report)));
+    ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
+      quantizeChunks(input, resolved, report)
+    ));
   }
 
   /** The report of the tensors finished so far (all of them once the readable closes). */

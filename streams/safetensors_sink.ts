@@ -160,7 +160,10 @@ export class SafetensorsEncodeStream extends TransformStream<QuantizedSlab | Raw
       for (let i = current; i < target!; i++) {
         const done = i === current ? written : 0;
         if (done !== specs[i].byteLength) {
-          fail(name, `it came before the data of "${specs[i].name}" was complete (${done} of ${specs[i].byteLength} bytes)`);
+          fail(
+            name,
+            `it came before the data of "${specs[i].name}" was complete (${done} of ${specs[i].byteLength} bytes)`,
+          );
         }
       }
       current = target!;
@@ -224,7 +227,10 @@ export class SafetensorsEncodeStream extends TransformStream<QuantizedSlab | Raw
       const q = quantized ??= startQuantized(slab.tensor);
       if (slab.offset !== q.elements) fail(name, `slab at element ${slab.offset}, expected element ${q.elements}`);
       if (q.elements + slab.data.length > q.numel) {
-        fail(name, `${q.elements + slab.data.length} elements, the shape ${JSON.stringify(q.info.shape)} has ${q.numel}`);
+        fail(
+          name,
+          `${q.elements + slab.data.length} elements, the shape ${JSON.stringify(q.info.shape)} has ${q.numel}`,
+        );
       }
       gatherScales(q, slab);
       q.elements += slab.data.length;
@@ -254,7 +260,9 @@ export class SafetensorsEncodeStream extends TransformStream<QuantizedSlab | Raw
         else if (chunk?.kind === "quantized") writeQuantized(controller, chunk);
         else {
           throw new TypeError(
-            `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${(chunk as { kind?: unknown } | undefined)?.kind}`,
+            `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${
+              (chunk as { kind?: unknown } | undefined)?.kind
+            }`,
           );
         }
       },
@@ -287,14 +295,18 @@ function gatherScales(q: QuantizedState, slab: QuantizedSlab): void {
   const blocks = q.scale.length / q.scaleElementSize;
   if (slab.scaleOffset + count > blocks) {
     throw new RangeError(
-      `Cannot write tensor "${name}": scales ${slab.scaleOffset}-${slab.scaleOffset + count - 1} beyond the ${blocks} of shape ${JSON.stringify(q.info.scaleShape)}`,
+      `Cannot write tensor "${name}": scales ${slab.scaleOffset}-${
+        slab.scaleOffset + count - 1
+      } beyond the ${blocks} of shape ${JSON.stringify(q.info.scaleShape)}`,
     );
   }
   q.scale.set(asBytes(slab.scale), slab.scaleOffset * q.scaleElementSize);
   if (q.zeroPoint !== undefined) {
     if (slab.zeroPoint === undefined || slab.zeroPoint.length !== count) {
       throw new RangeError(
-        `Cannot write tensor "${name}": a slab carries ${count} scales and ${slab.zeroPoint?.length ?? "no"} zero points`,
+        `Cannot write tensor "${name}": a slab carries ${count} scales and ${
+          slab.zeroPoint?.length ?? "no"
+        } zero points`,
       );
     }
     q.zeroPoint.set(asBytes(slab.zeroPoint), slab.scaleOffset);
@@ -354,7 +366,10 @@ export interface WriteFileAtomicallyOptions {
  * @throws {Error} When the temporary file cannot be created (the runtime's
  *   `ENOENT`, `EACCES`, ...); a failed write or rename errors the stream.
  */
-export function writeFileAtomically(path: string, options: WriteFileAtomicallyOptions = {}): WritableStream<Uint8Array> {
+export function writeFileAtomically(
+  path: string,
+  options: WriteFileAtomicallyOptions = {},
+): WritableStream<Uint8Array> {
   const fsync = options.fsync ?? true;
   const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
   // Opened at once, so that a missing directory or a permission problem shows

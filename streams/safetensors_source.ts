@@ -155,7 +155,9 @@ function randomAccessReader(open: () => ByteSource): PieceReader {
       source ??= open();
       const n = source.read(position, into);
       if (n < into.length) {
-        throw new FormatError(`Cannot read tensor "${entry.name}": data ends at byte ${position + n}, header says ${entry.end}`);
+        throw new FormatError(
+          `Cannot read tensor "${entry.name}": data ends at byte ${position + n}, header says ${entry.end}`,
+        );
       }
     },
     finish: close,

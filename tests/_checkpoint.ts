@@ -27,14 +27,20 @@ export function bytesOf(a: ArrayBufferView): Uint8Array {
 }
 
 /** Reads a safetensors file into `{ name: { dtype, shape, bytes } }` with a minimal independent parser. */
-export function readCheckpoint(bytes: Uint8Array): { tensors: Record<string, TestTensor>; metadata: Record<string, string> } {
+export function readCheckpoint(
+  bytes: Uint8Array,
+): { tensors: Record<string, TestTensor>; metadata: Record<string, string> } {
   const file = new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength); // not a Buffer
   const n = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
   const json = JSON.parse(new TextDecoder().decode(file.subarray(8, 8 + n)));
   const tensors: Record<string, TestTensor> = {};
   for (const [name, v] of Object.entries(json)) {
     if (name === "__metadata__") continue;
-    const { dtype, shape, data_offsets: [b, e] } = v as { dtype: string; shape: number[]; data_offsets: [number, number] };
+    const { dtype, shape, data_offsets: [b, e] } = v as {
+      dtype: string;
+      shape: number[];
+      data_offsets: [number, number];
+    };
     tensors[name] = { dtype, shape, bytes: file.slice(8 + n + b, 8 + n + e) };
   }
   return { tensors, metadata: json.__metadata__ ?? {} };

@@ -14,7 +14,6 @@ import { computeBlockParams } from "../src/qparams.ts";
 import { quantRange } from "../src/ranges.ts";
 import { rng as prng } from "./_reference.ts";
 
-
 interface Sample {
   name: string;
   data: Float32Array;
@@ -240,7 +239,7 @@ describe("CalibrationStats", () => {
     throwsWith(
       () => stats.observe("fc1.input", new Float32Array([-5, NaN]), 4),
       NonFiniteError,
-      'Cannot quantize tensor "fc1.input": calibration sample 4, element 1 is NaN',
+      'Cannot quantize activation "fc1.input": calibration sample 4, element 1 is NaN',
     );
     assert.deepEqual(stats.get("fc1.input"), { name: "fc1.input", samples: 1, count: 2, nonFinite: 0, min: 1, max: 2 });
     throwsWith(

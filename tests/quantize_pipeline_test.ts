@@ -26,7 +26,9 @@ function randomTensor(name: string, dtype: FloatDType, shape: number[], seed: nu
 
 function fileOf(tensors: Tensor[], extra: Record<string, { dtype: string; shape: number[]; bytes: Uint8Array }> = {}) {
   return checkpoint({
-    ...Object.fromEntries(tensors.map((t) => [t.name, { dtype: CODES[t.dtype], shape: [...t.shape], bytes: bytesOf(t.data) }])),
+    ...Object.fromEntries(
+      tensors.map((t) => [t.name, { dtype: CODES[t.dtype], shape: [...t.shape], bytes: bytesOf(t.data) }]),
+    ),
     ...extra,
   });
 }
@@ -168,7 +170,10 @@ describe("bad input leaves no output", () => {
     [
       "overlapping offsets",
       () =>
-        rawFile('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', 12),
+        rawFile(
+          '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}',
+          12,
+        ),
       /overlap/,
     ],
     ["a wrong byte length", () => rawFile('{"w":{"dtype":"F32","shape":[3,3],"data_offsets":[0,32]}}', 32), /byte/],

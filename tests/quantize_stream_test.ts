@@ -2,7 +2,14 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { ChannelStatsStream, dequantizeTensor, DequantizeStream, parseConfig, quantizeTensor, QuantizeStream } from "@quantflow/quantflow";
+import {
+  ChannelStatsStream,
+  DequantizeStream,
+  dequantizeTensor,
+  parseConfig,
+  QuantizeStream,
+  quantizeTensor,
+} from "@quantflow/quantflow";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab, Tensor } from "@quantflow/quantflow";
 import { encodeFloat16 } from "../src/float16.ts";
 import { rng } from "./_reference.ts";
@@ -43,12 +50,19 @@ describe("QuantizeStream", () => {
           const expected = quantizeTensor(tensor, opts);
           assert.equal(expected.kind, "quantized");
           if (expected.kind !== "quantized") return;
-          for (const [cut, rereadable] of [[{ rows: 5 }, false], [{ rows: 5 }, true], [{ rows: 24 }, false], [{ elements: 8 }, false]] as const) {
+          for (
+            const [cut, rereadable] of [[{ rows: 5 }, false], [{ rows: 5 }, true], [{ rows: 24 }, false], [{
+              elements: 8,
+            }, false]] as const
+          ) {
             const out = await collect(slabsOf(tensor, cut, rereadable), new QuantizeStream(opts));
             const got = assemble(out, "w");
             assert.deepEqual(got.data, expected.data, `${JSON.stringify(cut)} rereadable=${rereadable}`);
             assert.deepEqual(got.scale, expected.scale);
-            assert.deepEqual([...(got.zeroPoint ?? [])].some((z) => z !== 0) ? got.zeroPoint : undefined, expected.zeroPoint);
+            assert.deepEqual(
+              [...(got.zeroPoint ?? [])].some((z) => z !== 0) ? got.zeroPoint : undefined,
+              expected.zeroPoint,
+            );
           }
         });
       }
@@ -125,7 +139,10 @@ describe("QuantizeStream", () => {
   test("a tensor that ends early or arrives out of order is a FormatError", async () => {
     const tensor = randomTensor("w", [16, 16], 6);
     const slabs = slabsOf(tensor, { rows: 4 });
-    await assert.rejects(collect(slabs.slice(0, 3), new QuantizeStream({ weightThreshold: 0 })), /Tensor "w" ended before all its elements arrived/);
+    await assert.rejects(
+      collect(slabs.slice(0, 3), new QuantizeStream({ weightThreshold: 0 })),
+      /Tensor "w" ended before all its elements arrived/,
+    );
     await assert.rejects(
       collect([slabs[0], slabs[2]], new QuantizeStream({ weightThreshold: 0 })),
       /Slab of tensor "w" starts at element 128, expected 64/,
@@ -134,19 +151,23 @@ describe("QuantizeStream", () => {
 });
 
 describe("DequantizeStream", () => {
-  for (const [label, options] of [
-    ["per_channel", {}],
-    ["per_tensor", { granularity: "per_tensor" }],
-    ["per_channel axis -1 affine", { axis: -1, mode: "linear", dtype: "uint8" }],
-    ["per_block int4", { granularity: "per_block", blockSize: 4, dtype: "int4" }],
-  ] as [string, QuantizeOptions][]) {
+  for (
+    const [label, options] of [
+      ["per_channel", {}],
+      ["per_tensor", { granularity: "per_tensor" }],
+      ["per_channel axis -1 affine", { axis: -1, mode: "linear", dtype: "uint8" }],
+      ["per_block int4", { granularity: "per_block", blockSize: 4, dtype: "int4" }],
+    ] as [string, QuantizeOptions][]
+  ) {
     test(`equals dequantizeTensor: ${label}`, async () => {
       const tensor = randomTensor("w", [24, 16], 9, "float16");
       const opts = { ...options, weightThreshold: 0 };
       const expected = quantizeTensor(tensor, opts);
       if (expected.kind !== "quantized") throw new Error("skipped");
       const out = await Array.fromAsync(
-        ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(new QuantizeStream(opts)).pipeThrough(new DequantizeStream()),
+        ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(new QuantizeStream(opts)).pipeThrough(
+          new DequantizeStream(),
+        ),
       );
       const data = new Uint16Array(24 * 16);
       for (const s of out as Slab[]) data.set(s.data as Uint16Array, s.offset);
@@ -160,7 +181,9 @@ describe("ChannelStatsStream", () => {
     const tensor = randomTensor("w", [24, 16], 10);
     const values = tensor.data as Float32Array;
     const [stats] = await Array.fromAsync(
-      ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(new ChannelStatsStream({ axis: -1, weightThreshold: 0 })),
+      ReadableStream.from(slabsOf(tensor, { rows: 5 })).pipeThrough(
+        new ChannelStatsStream({ axis: -1, weightThreshold: 0 }),
+      ),
     );
     assert.deepEqual(stats.scaleShape, [1, 16]);
     for (let c = 0; c < 16; c++) {

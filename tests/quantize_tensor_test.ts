@@ -16,7 +16,12 @@ import { type Mode, type QType, refF16, refQuantize, rng } from "./_reference.ts
 
 /** A tensor whose rows all equal `row`, so per-channel results are the row's. */
 function rows(row: number[], count: number): Tensor {
-  return { name: "w", dtype: "float32", shape: [count, row.length], data: new Float32Array(Array(count).fill(row).flat()) };
+  return {
+    name: "w",
+    dtype: "float32",
+    shape: [count, row.length],
+    data: new Float32Array(Array(count).fill(row).flat()),
+  };
 }
 
 function quantized(tensor: Tensor, options: QuantizeOptions = {}): QuantizedTensor {
@@ -70,13 +75,23 @@ describe("SPEC.md Section 9 worked examples", () => {
 });
 
 /** Random float tensor of a dtype, with its decoded values. */
-function randomTensor(seed: number, dtype: FloatDType, shape: number[], spread = 4): { tensor: Tensor; values: Float32Array } {
+function randomTensor(
+  seed: number,
+  dtype: FloatDType,
+  shape: number[],
+  spread = 4,
+): { tensor: Tensor; values: Float32Array } {
   const next = rng(seed);
   const size = shape.reduce((a, b) => a * b, 1);
   // Mix magnitudes per element so channels differ, and include exact zeros.
-  const raw = Float32Array.from({ length: size }, (_, i) => (i % 17 === 0 ? 0 : (next() - 0.5) * spread * (1 + (i % 5))));
+  const raw = Float32Array.from(
+    { length: size },
+    (_, i) => (i % 17 === 0 ? 0 : (next() - 0.5) * spread * (1 + (i % 5))),
+  );
   if (dtype === "float32") return { tensor: { name: "t", dtype, shape, data: raw }, values: raw };
-  const bits = dtype === "float16" ? encodeFloat16(raw, new Uint16Array(size)) : encodeBfloat16(raw, new Uint16Array(size));
+  const bits = dtype === "float16"
+    ? encodeFloat16(raw, new Uint16Array(size))
+    : encodeBfloat16(raw, new Uint16Array(size));
   const values = dtype === "float16"
     ? decodeFloat16(bits, new Float32Array(size))
     : new Float32Array(Uint32Array.from(bits, (b) => b << 16).buffer);
@@ -219,7 +234,12 @@ describe("errors name the tensor", () => {
       const data = new Float32Array(4 * 8).fill(1);
       data[31] = -Infinity;
       assert.throws(
-        () => quantizeTensor({ name: "w", dtype: "float32", shape: [4, 8], data }, { weightThreshold: 0, granularity, blockSize: 4 }),
+        () =>
+          quantizeTensor({ name: "w", dtype: "float32", shape: [4, 8], data }, {
+            weightThreshold: 0,
+            granularity,
+            blockSize: 4,
+          }),
         /Cannot quantize tensor "w": -Infinity at element 31 \(index \[3,7\]\)/,
       );
     }
@@ -228,7 +248,11 @@ describe("errors name the tensor", () => {
   test("float16 linear mode with large weights fails instead of overflowing", () => {
     const bits = encodeFloat16(Array.from({ length: 32 }, (_, i) => 600 + i), new Uint16Array(32));
     assert.throws(
-      () => quantizeTensor({ name: "big", dtype: "float16", shape: [4, 8], data: bits }, { weightThreshold: 0, mode: "linear" }),
+      () =>
+        quantizeTensor({ name: "big", dtype: "float16", shape: [4, 8], data: bits }, {
+          weightThreshold: 0,
+          mode: "linear",
+        }),
       (e: unknown) =>
         e instanceof Float16OverflowError && /"big"/.test(e.message) && /linear_symmetric/.test(e.message),
     );
@@ -317,10 +341,16 @@ describe("dequantize", () => {
         const back = dequantizeTensor(q).data as Float32Array;
         for (let i = 0; i < values.length; i++) {
           const s = q.scale[Math.floor(i / 32)];
-          assert.ok(Math.abs(values[i] - back[i]) <= s / 2 + 1e-6 * Math.abs(values[i]), `${mode} ${dtype} element ${i}`);
+          assert.ok(
+            Math.abs(values[i] - back[i]) <= s / 2 + 1e-6 * Math.abs(values[i]),
+            `${mode} ${dtype} element ${i}`,
+          );
         }
         const error = measureError(tensor, q);
-        assert.ok(error.maxAbsError > 0 && error.snrDb > (dtype.endsWith("4") ? 10 : 30), `${mode} ${dtype}: ${error.snrDb} dB`);
+        assert.ok(
+          error.maxAbsError > 0 && error.snrDb > (dtype.endsWith("4") ? 10 : 30),
+          `${mode} ${dtype}: ${error.snrDb} dB`,
+        );
       }
     }
   });

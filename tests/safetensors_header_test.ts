@@ -74,7 +74,8 @@ test("header codec: parses a header without a file size and reports dataEnd", ()
 });
 
 test("header codec: allows gaps between tensors", () => {
-  const json = '{"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
+  const json =
+    '{"a":{"dtype":"U8","shape":[2],"data_offsets":[4,6]},"b":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}';
   const bytes = fileWith(json, 6);
   const h = parseSafetensorsHeader(bytes, bytes.length);
   assert.deepEqual(h.entries.map((e) => e.name), ["b", "a"]);
@@ -97,7 +98,10 @@ test("header codec: encoder rejects bad specs with RangeError / TypeError", () =
       ], {}),
     { name: "RangeError", message: 'Tensor "x" is listed twice' },
   );
-  assert.throws(() => encodeSafetensorsHeader([{ name: "x", dtype: "U8", shape: [-1], byteLength: 1 }], {}), RangeError);
+  assert.throws(
+    () => encodeSafetensorsHeader([{ name: "x", dtype: "U8", shape: [-1], byteLength: 1 }], {}),
+    RangeError,
+  );
   assert.throws(
     () => encodeSafetensorsHeader([], { a: 1 as unknown as string }),
     { name: "TypeError", message: 'Metadata value of "a" is number, not a string' },
@@ -106,8 +110,21 @@ test("header codec: encoder rejects bad specs with RangeError / TypeError", () =
 
 test("dtypeSize knows every safetensors dtype", () => {
   const sizes = {
-    F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1,
-    U64: 8, U32: 4, U16: 2, U8: 1, BOOL: 1, F8_E4M3: 1, F8_E5M2: 1,
+    F64: 8,
+    F32: 4,
+    F16: 2,
+    BF16: 2,
+    I64: 8,
+    I32: 4,
+    I16: 2,
+    I8: 1,
+    U64: 8,
+    U32: 4,
+    U16: 2,
+    U8: 1,
+    BOOL: 1,
+    F8_E4M3: 1,
+    F8_E5M2: 1,
   };
   for (const [code, size] of Object.entries(sizes)) {
     assert.equal(dtypeSize(code), size, code);
@@ -227,7 +244,9 @@ test("parseSafetensorsHeader throws FormatError on bad data_offsets", () => {
   for (const offsets of ["[0]", "[0,1,2]", "[-1,1]", "[0,1.5]", '"0,1"']) {
     throwsFormat(
       () => parseSafetensorsHeader(fileWith(`{"w":{"dtype":"U8","shape":[1],"data_offsets":${offsets}}}`, 1)),
-      `Cannot read tensor "w": data_offsets ${JSON.stringify(JSON.parse(offsets))} is not a pair of non-negative integers`,
+      `Cannot read tensor "w": data_offsets ${
+        JSON.stringify(JSON.parse(offsets))
+      } is not a pair of non-negative integers`,
     );
   }
   const bytes = fileWith('{"w":{"dtype":"U8","shape":[1],"data_offsets":[4,3]}}', 4);
@@ -257,7 +276,8 @@ test("parseSafetensorsHeader throws FormatError on byte length does not match sh
 });
 
 test("parseSafetensorsHeader throws FormatError on overlapping tensors", () => {
-  const json = '{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}';
+  const json =
+    '{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[2],"data_offsets":[3,5]}}';
   const bytes = fileWith(json, 5);
   const s = bytes.length - 5;
   throwsFormat(

@@ -281,7 +281,10 @@ test("SafetensorsEncodeStream rejects chunks that do not match the specs", async
     encode(specs, [a(0, 4), row(0)]),
     'Cannot write tensor "w": the input ended after 4 of 12 elements',
   );
-  await rejectsRange(encode(specs, [a(0, 4), row(0), row(2)]), 'Cannot write tensor "w": slab at element 8, expected element 4');
+  await rejectsRange(
+    encode(specs, [a(0, 4), row(0), row(2)]),
+    'Cannot write tensor "w": slab at element 8, expected element 4',
+  );
   await rejectsRange(
     encode(specs, [a(0, 4), row(0), a(0, 4)]),
     'Cannot write tensor "a": it came before "w" was complete',

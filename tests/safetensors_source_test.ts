@@ -106,9 +106,24 @@ async function rejectsFormat(p: Promise<unknown>, message: string | RegExp): Pro
 
 const EXPECTED_SMALL_BUDGET = [
   // slabBytes 24: F32 rows are 20 bytes -> one row per slab.
-  { kind: "slab", tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] }, offset: 0, data: f32.slice(0, 5) },
-  { kind: "slab", tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] }, offset: 5, data: f32.slice(5, 10) },
-  { kind: "slab", tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] }, offset: 10, data: f32.slice(10) },
+  {
+    kind: "slab",
+    tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] },
+    offset: 0,
+    data: f32.slice(0, 5),
+  },
+  {
+    kind: "slab",
+    tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] },
+    offset: 5,
+    data: f32.slice(5, 10),
+  },
+  {
+    kind: "slab",
+    tensor: { name: "h.0.attn.weight", dtype: "float32", shape: [3, 5] },
+    offset: 10,
+    data: f32.slice(10),
+  },
   // Raw I64: 3 whole elements fit in 24 bytes.
   { kind: "raw", name: "ids", dtype: "I64", shape: [5], offset: 0, bytes: bytesOf(i64).slice(0, 24) },
   { kind: "raw", name: "ids", dtype: "I64", shape: [5], offset: 24, bytes: bytesOf(i64).slice(24) },
@@ -327,11 +342,15 @@ test("readSafetensors fails on bytes after the data section", async () => {
     collect(model.chunks),
     `Cannot read safetensors file: unexpected bytes after the data section, which ends at byte ${FILE.length}`,
   );
-  await rejectsFormat(readSafetensors(twice), /^Cannot read safetensors file: \d+ unexpected bytes after the data section/);
+  await rejectsFormat(
+    readSafetensors(twice),
+    /^Cannot read safetensors file: \d+ unexpected bytes after the data section/,
+  );
 });
 
 test("readSafetensors skips gaps between tensors", async () => {
-  const json = '{"a":{"dtype":"U8","shape":[2],"data_offsets":[3,5]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}';
+  const json =
+    '{"a":{"dtype":"U8","shape":[2],"data_offsets":[3,5]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}';
   const text = new TextEncoder().encode(json);
   const file = new Uint8Array(8 + text.length + 12);
   new DataView(file.buffer).setBigUint64(0, BigInt(text.length), true);

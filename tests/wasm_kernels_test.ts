@@ -26,7 +26,6 @@ function kernels(options = {}): WasmKernels {
   return k;
 }
 
-
 /** Layouts covering every kernel path: runs, per-column rows, blocked rows. */
 const LAYOUTS: readonly { name: string; shape: number[]; blocks: number[] }[] = [
   { name: "per channel, axis 0", shape: [24, 77], blocks: [1, 0] },
@@ -59,7 +58,11 @@ function fill(n: number, gen: Gen, seed: number, arithmetic: ArithmeticType): Fl
 
 /** Kernel parameters as BlockQuantizer computes them from the observed ranges. */
 function paramsFor(
-  values: Float32Array, layout: BlockLayout, mode: QuantMode, dtype: QuantDType, arithmetic: ArithmeticType,
+  values: Float32Array,
+  layout: BlockLayout,
+  mode: QuantMode,
+  dtype: QuantDType,
+  arithmetic: ArithmeticType,
 ): KernelParams {
   const range = new BlockRange(layout);
   range.observe(values, 0);
@@ -80,7 +83,12 @@ function bytes(a: Int8Array | Uint8Array): Uint8Array {
 
 /** Quantizes with the wasm kernels in slabs cut at `cuts`, the input staged from JS memory. */
 function viaWasm(
-  k: WasmKernels, values: Float32Array, layout: BlockLayout, params: KernelParams, signed: boolean, cuts: number[],
+  k: WasmKernels,
+  values: Float32Array,
+  layout: BlockLayout,
+  params: KernelParams,
+  signed: boolean,
+  cuts: number[],
 ): Int8Array | Uint8Array {
   const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
   let from = 0;
@@ -118,7 +126,11 @@ test("quantize matches the JavaScript kernel for every mode, dtype, arithmetic, 
             const cuts = [7, 100, Math.floor(layout.size / 2) + 3].filter((c) => c < layout.size);
             const got = viaWasm(k, values, layout, params, signed, cuts);
             const label = `${spec.name} / ${family.name} / ${arithmetic} / ${mode} / ${dtype}`;
-            assert.deepEqual(bytes(got), bytes(want), `${label}: first difference at ${firstDifference(bytes(got), bytes(want))}`);
+            assert.deepEqual(
+              bytes(got),
+              bytes(want),
+              `${label}: first difference at ${firstDifference(bytes(got), bytes(want))}`,
+            );
             if (dtype === "int4" || dtype === "uint4") {
               const kOut = k.output(got.length);
               kOut.set(bytes(got));
@@ -150,9 +162,19 @@ test("quantize matches at exact ties for power-of-two and odd scales, halves goi
         u[0] += step * (arithmetic === "float16" ? 0x2000 : 1);
         return tie === 0 ? 0 : bits[0];
       });
-      for (const [qmin, qmax, zp] of [[-127, 127, 0], [-128, 127, -3], [0, 255, 128], [0, 254, 127], [-8, 7, 1], [0, 15, 7]]) {
+      for (
+        const [qmin, qmax, zp] of [[-127, 127, 0], [-128, 127, -3], [0, 255, 128], [0, 254, 127], [-8, 7, 1], [
+          0,
+          15,
+          7,
+        ]]
+      ) {
         const params: KernelParams = {
-          inverseScale: new Float64Array([1 / scale]), zeroPoint: new Int32Array([zp]), qmin, qmax, arithmetic,
+          inverseScale: new Float64Array([1 / scale]),
+          zeroPoint: new Int32Array([zp]),
+          qmin,
+          qmax,
+          arithmetic,
         };
         const signed = qmin < 0;
         const want = reference(values, 0, layout, params, signed);
@@ -167,9 +189,25 @@ test("quantize matches for huge, tiny and subnormal scales, infinities and NaN",
   const k = kernels();
   const layout = new BlockLayout([8, 64], [1, 0]);
   const r = rng(99);
-  const specials = [0, -0, Infinity, -Infinity, NaN, 3.4e38, -3.4e38, 2 ** -149, -(2 ** -149), 1e-40, 2 ** 22, -(2 ** 22), 2 ** 22 + 0.5];
-  const values = Float32Array.from({ length: 512 }, (_, i) =>
-    i < specials.length * 4 ? specials[i % specials.length] : (r() - 0.5) * 2 ** Math.floor(r() * 280 - 140));
+  const specials = [
+    0,
+    -0,
+    Infinity,
+    -Infinity,
+    NaN,
+    3.4e38,
+    -3.4e38,
+    2 ** -149,
+    -(2 ** -149),
+    1e-40,
+    2 ** 22,
+    -(2 ** 22),
+    2 ** 22 + 0.5,
+  ];
+  const values = Float32Array.from(
+    { length: 512 },
+    (_, i) => i < specials.length * 4 ? specials[i % specials.length] : (r() - 0.5) * 2 ** Math.floor(r() * 280 - 140),
+  );
   const scales = [2 ** -149, 1e-45, 1e-38, 1e-30, 1e-7, 1, 1e7, 1e30, 3.4e38, 2 ** 127];
   const params: KernelParams = {
     inverseScale: Float64Array.from(scales.slice(0, 8), (s) => 1 / Math.fround(s)),
@@ -178,7 +216,10 @@ test("quantize matches for huge, tiny and subnormal scales, infinities and NaN",
     qmax: 127,
     arithmetic: "float32",
   };
-  assert.deepEqual(bytes(viaWasm(k, values, layout, params, true, [3, 200])), bytes(reference(values, 0, layout, params, true)));
+  assert.deepEqual(
+    bytes(viaWasm(k, values, layout, params, true, [3, 200])),
+    bytes(reference(values, 0, layout, params, true)),
+  );
   const f16Values = values.map((x) => f16round(x));
   const f16Params: KernelParams = {
     ...params,
@@ -209,7 +250,11 @@ test("float16 arithmetic matches for every finite float16 value over many float1
     const scale = f16round(s);
     for (const [qmin, qmax, zp] of [[-127, 127, 0], [-128, 127, 17], [0, 255, 201], [-8, 7, -2], [0, 14, 7]]) {
       const params: KernelParams = {
-        inverseScale: new Float64Array([1 / scale]), zeroPoint: new Int32Array([zp]), qmin, qmax, arithmetic: "float16",
+        inverseScale: new Float64Array([1 / scale]),
+        zeroPoint: new Int32Array([zp]),
+        qmin,
+        qmax,
+        arithmetic: "float16",
       };
       const want = reference(values, 0, layout, params, qmin < 0);
       assert.ok(k.quantize(input, 0, layout, params, k.output(n)));
@@ -220,7 +265,12 @@ test("float16 arithmetic matches for every finite float16 value over many float1
 
 test("quantize works in place on the pools and across the staging size", () => {
   const k = kernels({ capacity: 200_000 });
-  for (const spec of [{ shape: [100, 1500], blocks: [1, 0] }, { shape: [150, 1000], blocks: [0, 1] }, { shape: [600, 250], blocks: [8, 1] }]) {
+  for (
+    const spec of [{ shape: [100, 1500], blocks: [1, 0] }, { shape: [150, 1000], blocks: [0, 1] }, {
+      shape: [600, 250],
+      blocks: [8, 1],
+    }]
+  ) {
     const layout = new BlockLayout(spec.shape, spec.blocks);
     const values = fill(layout.size, VALUES[0].gen, 7, "float32");
     const params = paramsFor(values, layout, "linear", "int8", "float32");
@@ -247,7 +297,11 @@ test("quantize refuses what it cannot reproduce, so the caller stays in JavaScri
   const layout = new BlockLayout([2, 32], [1, 0]);
   const values = fill(64, VALUES[0].gen, 3, "float32"); // not float16 values
   const f16: KernelParams = {
-    inverseScale: new Float64Array([1 / 0.125, 1 / 0.25]), zeroPoint: new Int32Array(2), qmin: -127, qmax: 127, arithmetic: "float16",
+    inverseScale: new Float64Array([1 / 0.125, 1 / 0.25]),
+    zeroPoint: new Int32Array(2),
+    qmin: -127,
+    qmax: 127,
+    arithmetic: "float16",
   };
   assert.equal(k.quantize(values, 0, layout, f16, new Int8Array(64)), false);
   const odd: KernelParams = { ...f16, inverseScale: new Float64Array([10, 1 / 0.1]), arithmetic: "float32" };
@@ -268,7 +322,9 @@ test("quantizeRun quantizes one block of the input pool", () => {
 function sameFloats(a: Float64Array, b: Float64Array, label: string): void {
   assert.equal(a.length, b.length);
   for (let i = 0; i < a.length; i++) {
-    if (!Object.is(a[i], b[i])) assert.fail(`${label}: block ${i}: ${Object.is(a[i], -0) ? "-0" : a[i]} vs ${Object.is(b[i], -0) ? "-0" : b[i]}`);
+    if (!Object.is(a[i], b[i])) {
+      assert.fail(`${label}: block ${i}: ${Object.is(a[i], -0) ? "-0" : a[i]} vs ${Object.is(b[i], -0) ? "-0" : b[i]}`);
+    }
   }
 }
 
@@ -282,7 +338,13 @@ test("observe matches BlockRange.observe, signs of zero and first non-finite ind
     { name: "zeros then positives", gen: (r, i) => (i % 97 < 40 ? (r() < 0.5 ? -0 : 0) : r()) },
     { name: "zeros then negatives", gen: (r, i) => (i % 97 < 40 ? (r() < 0.5 ? -0 : 0) : -r()) },
   ];
-  for (const spec of [...LAYOUTS, { name: "long rows", shape: [4, 3000], blocks: [1, 0] }, { name: "long columns", shape: [3, 3000], blocks: [0, 1] }]) {
+  for (
+    const spec of [...LAYOUTS, { name: "long rows", shape: [4, 3000], blocks: [1, 0] }, {
+      name: "long columns",
+      shape: [3, 3000],
+      blocks: [0, 1],
+    }]
+  ) {
     const layout = new BlockLayout(spec.shape, spec.blocks);
     for (const family of extra) {
       const values = fill(layout.size, family.gen, seed++, "float32");
@@ -293,7 +355,11 @@ test("observe matches BlockRange.observe, signs of zero and first non-finite ind
         let from = 0;
         for (const to of [...cuts.filter((c) => c < layout.size), layout.size]) {
           const slab = values.subarray(from, to);
-          assert.equal(k.observe(slab, from, layout, mins, maxs), js.observe(slab, from), `${spec.name} / ${family.name}: index`);
+          assert.equal(
+            k.observe(slab, from, layout, mins, maxs),
+            js.observe(slab, from),
+            `${spec.name} / ${family.name}: index`,
+          );
           from = to;
         }
         sameFloats(mins, js.mins, `${spec.name} / ${family.name} mins`);
@@ -305,7 +371,12 @@ test("observe matches BlockRange.observe, signs of zero and first non-finite ind
 
 test("observe works in place on the input pool and across the staging size", () => {
   const k = kernels({ capacity: 300_000 });
-  for (const spec of [{ shape: [100, 3000], blocks: [1, 0] }, { shape: [300, 1000], blocks: [0, 1] }, { shape: [1000, 300], blocks: [10, 1] }]) {
+  for (
+    const spec of [{ shape: [100, 3000], blocks: [1, 0] }, { shape: [300, 1000], blocks: [0, 1] }, {
+      shape: [1000, 300],
+      blocks: [10, 1],
+    }]
+  ) {
     const layout = new BlockLayout(spec.shape, spec.blocks);
     const values = fill(layout.size, VALUES[5].gen, 11, "float32");
     values[123_456] = -Infinity;
@@ -347,7 +418,9 @@ test("decodeFloat16 matches the JavaScript decoder on all 65536 bit patterns", (
   assert.deepEqual(new Uint32Array(got.slice().buffer), new Uint32Array(want.buffer));
   for (const n of [0, 1, 7, 9, 15]) {
     k.inputBits(n).set(bits.subarray(0x3c00, 0x3c00 + n));
-    assert.deepEqual([...k.decodeFloat16(n)], [...decodeFloat16(bits.subarray(0x3c00, 0x3c00 + n), new Float32Array(n))]);
+    assert.deepEqual([...k.decodeFloat16(n)], [
+      ...decodeFloat16(bits.subarray(0x3c00, 0x3c00 + n), new Float32Array(n)),
+    ]);
   }
 });
 
