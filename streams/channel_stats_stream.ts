@@ -52,6 +52,8 @@ export interface TensorStats {
  */
 export class ChannelStatsStream extends TransformStream<Slab, TensorStats> {
   /**
+   * Creates the stream.
+   *
    * @param config Options for every tensor, or a configuration with overrides.
    * @throws {ConfigError} When an option is invalid.
    */

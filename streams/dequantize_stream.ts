@@ -37,6 +37,7 @@ function scaleNumbers(slab: QuantizedSlab): Float32Array {
  * ```
  */
 export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, Slab | RawChunk> {
+  /** Creates the stream. */
   constructor() {
     let whole:
       | { info: QuantizedTensorInfo; layout: BlockLayout; scale: Float32Array; zeroPoint?: ArrayLike<number> }

@@ -81,6 +81,8 @@ export class QuantizeStream {
   readonly #reports: TensorReport[] = [];
 
   /**
+   * Creates the stream.
+   *
    * @param config Options for every tensor, or a configuration with per-tensor overrides ({@linkcode parseConfig}).
    * @param options Stream options.
    * @throws {ConfigError} When an option is invalid.

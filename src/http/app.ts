@@ -114,6 +114,18 @@ export interface QuantizeReportBody {
 }
 
 /**
+ * The HTTP app: a fetch handler as `Deno.serve` and `Bun.serve` take it, and
+ * `request` to call it without a server (tests). It is a Hono app; this
+ * interface keeps Hono's types out of quantflow's public API.
+ */
+export interface QuantflowApp {
+  /** Answers a request. */
+  fetch(request: Request, env?: unknown, executionContext?: unknown): Response | Promise<Response>;
+  /** Answers a request made from a path or URL, without a server. */
+  request(input: string | URL | Request, init?: RequestInit): Response | Promise<Response>;
+}
+
+/**
  * Creates the HTTP service. Routes:
  *
  * - `POST /v1/quantize?mode=&dtype=&granularity=&axis=&block-size=&weight-threshold=&quantize-rank1=&config=JSON&report=json`:
@@ -148,7 +160,7 @@ export interface QuantizeReportBody {
  * assert.equal(bad.status, 400);
  * ```
  */
-export function createApp(options: CreateAppOptions = {}): Hono {
+export function createApp(options: CreateAppOptions = {}): QuantflowApp {
   const maxBodyBytes = positiveInteger("maxBodyBytes", options.maxBodyBytes ?? 2 * GiB);
   const gate = new ConcurrencyGate(positiveInteger("maxConcurrent", options.maxConcurrent ?? 4));
   const slabBytes = positiveInteger("slabBytes", options.slabBytes ?? 4 * MiB);
