@@ -24,8 +24,12 @@ const ROWS = 4096;
 const COLS = 4096;
 const N = ROWS * COLS;
 const BYTES = 4 * N;
-const ROUNDS = Number((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.ROUNDS ?? 7);
-const runtime = "Bun" in globalThis ? `Bun ${(globalThis as unknown as { Bun: { version: string } }).Bun.version}` : "Deno" in globalThis
+const ROUNDS = Number(
+  (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.ROUNDS ?? 7,
+);
+const runtime = "Bun" in globalThis
+  ? `Bun ${(globalThis as unknown as { Bun: { version: string } }).Bun.version}`
+  : "Deno" in globalThis
   ? `Deno ${(globalThis as unknown as { Deno: { version: { deno: string } } }).Deno.version.deno}`
   : "unknown runtime";
 
@@ -165,7 +169,9 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 
 const fmt = (x: number, d = 2): string => x.toFixed(d);
-console.log(`${runtime}: float32 [${ROWS}, ${COLS}] per-channel linear_symmetric int8, ${ROUNDS} rounds (best / median)`);
+console.log(
+  `${runtime}: float32 [${ROWS}, ${COLS}] per-channel linear_symmetric int8, ${ROUNDS} rounds (best / median)`,
+);
 const rows: [string, number][] = [];
 for (const v of variants) {
   const sorted = [...v.times].sort((a, b) => a - b);
@@ -180,7 +186,9 @@ for (const v of variants) {
 }
 const best = (name: string): number => rows.find(([n]) => n.startsWith(name))![1];
 console.log(
-  `  ratios (best): two passes wasm in place / JS kernels ${fmt(best("JS BlockRange") / best("wasm observe + quantize, in place"), 1)}x,` +
+  `  ratios (best): two passes wasm in place / JS kernels ${
+    fmt(best("JS BlockRange") / best("wasm observe + quantize, in place"), 1)
+  }x,` +
     ` wasm staged / JS kernels ${fmt(best("JS BlockRange") / best("wasm observe + quantize, JS"), 1)}x,` +
     ` quantize pass wasm / JS ${fmt(best("JS quantizeValues only") / best("wasm quantize only"), 1)}x` +
     ` (sink ${sink & 1})`,
