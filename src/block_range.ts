@@ -4,6 +4,10 @@
  * @module
  */
 import type { BlockLayout } from "./block_layout.ts";
+import { wasmKernels } from "./wasm_kernels.ts";
+
+/** Below this many elements a JavaScript loop is as fast as a call into wasm. */
+const WASM_MIN = 256;
 
 /** Per-block minimum and maximum, mergeable across slabs in any order. */
 export class BlockRange {
@@ -31,6 +35,9 @@ export class BlockRange {
    */
   observe(values: Float32Array, offset: number): number {
     const { mins, maxs } = this;
+    // The exact WebAssembly SIMD kernel (src/wasm_kernels.ts) where available.
+    const wasm = values.length >= WASM_MIN ? wasmKernels() : undefined;
+    if (wasm) return wasm.observe(values, offset, this.#layout, mins, maxs);
     let finite = true;
     this.#layout.forEachRun(offset, values.length, (from, to, block) => {
       if (!rangeRun(values, from, to, mins, maxs, block)) finite = false;

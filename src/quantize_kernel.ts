@@ -8,9 +8,13 @@
 import type { BlockLayout } from "./block_layout.ts";
 import { f16round } from "./float16.ts";
 import type { ArithmeticType } from "./qparams.ts";
+import { wasmKernels } from "./wasm_kernels.ts";
 
 /** 1.5 * 2^52: `(v + R) - R` rounds v to an integer, half to even. */
 const R = 6755399441055744;
+
+/** Below this many elements a JavaScript loop is as fast as a call into wasm. */
+const WASM_MIN = 256;
 
 /** Per-block parameters in the form the kernel consumes. */
 export interface KernelParams {
@@ -36,6 +40,9 @@ export interface KernelParams {
  * a midpoint has 25 significant bits, so midpoint * scale cannot be a 24-bit
  * float32). The same argument holds with more room for float16.
  *
+ * Runs the exact WebAssembly SIMD kernel (src/wasm_kernels.ts: identical
+ * bytes, tested) where available, these JavaScript loops otherwise.
+ *
  * @param values Element values (float16 and bfloat16 decoded to float32).
  * @param offset Flat index of `values[0]` in the tensor.
  * @param layout The tensor's block layout.
@@ -49,10 +56,14 @@ export function quantizeValues(
   params: KernelParams,
   out: Int8Array | Uint8Array,
 ): void {
+  if (values.length >= WASM_MIN && wasmKernels()?.quantize(values, offset, layout, params, out)) return;
   const { inverseScale, zeroPoint, qmin, qmax } = params;
   const run = params.arithmetic === "float16" ? quantizeRun16 : quantizeRun32;
+  // Stored through a byte view: an int8 store is the uint8 store of the same value mod 256, and one array type
+  // keeps the loop monomorphic.
+  const bytes = out instanceof Uint8Array ? out : new Uint8Array(out.buffer, out.byteOffset, out.length);
   layout.forEachRun(offset, values.length, (from, to, block) => {
-    run(values, out, from, to, inverseScale[block], zeroPoint[block], qmin, qmax);
+    run(values, bytes, from, to, inverseScale[block], zeroPoint[block], qmin, qmax);
   });
 }
 
@@ -62,7 +73,7 @@ export function quantizeValues(
 
 function quantizeRun32(
   values: Float32Array,
-  out: Int8Array | Uint8Array,
+  out: Uint8Array,
   from: number,
   to: number,
   inv: number,
@@ -78,7 +89,7 @@ function quantizeRun32(
 
 function quantizeRun16(
   values: Float32Array,
-  out: Int8Array | Uint8Array,
+  out: Uint8Array,
   from: number,
   to: number,
   inv: number,

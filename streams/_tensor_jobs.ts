@@ -10,7 +10,8 @@ import { BlockLayout } from "../src/block_layout.ts";
 import { FormatError } from "../src/errors.ts";
 import { ErrorStats } from "../src/error_stats.ts";
 import { floatValues } from "../src/float_values.ts";
-import { storesZeroPoint } from "../src/ranges.ts";
+import { isSigned, storesZeroPoint } from "../src/ranges.ts";
+import type { BufferRing } from "../src/buffer_ring.ts";
 import { elementCount, floatByteLength, quantizedByteLength, type TensorReport } from "../src/report.ts";
 import { safetensorsCodeOf } from "../src/safetensors_header.ts";
 import { SlabSpool } from "../src/spool.ts";
@@ -112,7 +113,12 @@ abstract class QuantizeJob implements TensorJob {
   protected zeroRangeBlocks = 0;
   #scratch: Float32Array | undefined;
 
-  constructor(readonly tensor: TensorInfo, readonly info: QuantizedTensorInfo) {
+  /**
+   * @param tensor The tensor.
+   * @param info Its recipe.
+   * @param outputs Where quantized values go: a ring of reused buffers, or fresh memory when undefined.
+   */
+  constructor(readonly tensor: TensorInfo, readonly info: QuantizedTensorInfo, readonly outputs?: BufferRing) {
     this.progress = new Progress(tensor);
   }
   get name(): string {
@@ -138,7 +144,9 @@ abstract class QuantizeJob implements TensorJob {
     valueOffset: number,
     scales: { offset: number; from: number; to: number },
   ): QuantizedSlab {
-    const data = quantizer.quantize(values, valueOffset, undefined, this.errors);
+    const bytes = this.outputs?.take(values.length);
+    const out = bytes && (isSigned(this.info.dtype) ? new Int8Array(bytes.buffer, 0, values.length) : bytes);
+    const data = quantizer.quantize(values, valueOffset, out, this.errors);
     const zeroPoint = storesZeroPoint(this.info.dtype, this.info.mode)
       ? { zeroPoint: quantizer.zeroPoints(scales.from, scales.to) }
       : {};
@@ -185,8 +193,8 @@ export class OnePassJob extends QuantizeJob {
   readonly #rowLength: number;
   readonly #blocksPerRow: number;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo) {
-    super(tensor, info);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, outputs?: BufferRing) {
+    super(tensor, info, outputs);
     this.#rowLength = elementCount(info.shape.slice(1));
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
   }
@@ -235,8 +243,8 @@ export class TwoPassJob extends QuantizeJob {
   #source: SlabSource | undefined;
   #spool: SlabSpool | undefined;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo) {
-    super(tensor, info);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, outputs?: BufferRing) {
+    super(tensor, info, outputs);
     this.#quantizer = new BlockQuantizer(info);
   }
 

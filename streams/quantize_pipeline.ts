@@ -54,6 +54,14 @@ export interface QuantizePipelineOptions {
    * @default {undefined}
    */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Reuse a small ring of slab buffers for input and output instead of fresh
+   * memory (several times faster). Only for a consumer that is done with each
+   * output chunk before reading about 7 more, such as a file writer;
+   * {@linkcode quantizeFile} turns it on.
+   * @default {false}
+   */
+  reuseBuffers?: boolean;
 }
 
 /** A quantization under way. */
@@ -123,9 +131,10 @@ export async function quantizeSafetensors(
   options: QuantizePipelineOptions = {},
 ): Promise<QuantizeJob> {
   const config = resolveConfig(options.config);
-  const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes });
+  const { reuseBuffers = false } = options;
+  const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
   const { specs, records } = outputPlan(header, config);
-  const stream = new QuantizeStream(config, { onTensor: options.onTensor });
+  const stream = new QuantizeStream(config, { onTensor: options.onTensor, reuseBuffers });
   const dropped: string[] = [];
 
   let done = 0;
@@ -179,7 +188,8 @@ export async function quantizeFile(
   options: QuantizePipelineOptions = {},
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
-  const job = await quantizeSafetensors(inputPath, { ...options, format });
+  // The file writer is done with each chunk when its write returns: buffers can be reused.
+  const job = await quantizeSafetensors(inputPath, { reuseBuffers: true, ...options, format });
   await job.output.pipeTo(writeFileAtomically(outputPath));
   return job.report();
 }

@@ -3,6 +3,7 @@
  *
  * @module
  */
+import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
 import { FormatError } from "../src/errors.ts";
 import { dtypeSize } from "../src/safetensors_header.ts";
@@ -19,18 +20,26 @@ export interface QuantizeStreamOptions {
    * @default {undefined}
    */
   onTensor?: (report: TensorReport) => void;
+  /**
+   * Write quantized values into a ring of reused buffers instead of fresh
+   * memory per slab (much faster). A slab's `data` is then overwritten once 7
+   * further slabs have been produced: only for consumers that are done with
+   * each slab by then, as a file writer is.
+   * @default {false}
+   */
+  reuseBuffers?: boolean;
 }
 
 function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeConfig {
   return "global" in value && "tensors" in value && Array.isArray(value.tensors);
 }
 
-function startJob(slab: Slab, config: QuantizeConfig): TensorJob {
+function startJob(slab: Slab, config: QuantizeConfig, outputs: BufferRing | undefined): TensorJob {
   const { tensor } = slab;
   const plan = planTensor(tensor, optionsFor(config, tensor.name));
   if (plan.kind === "skipped") return new SkipJob(tensor, plan);
   const { kind: _, ...info } = plan;
-  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info) : new TwoPassJob(tensor, info);
+  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, outputs) : new TwoPassJob(tensor, info, outputs);
 }
 
 function rawReport(chunk: RawChunk): TensorReport {
@@ -93,8 +102,9 @@ export class QuantizeStream {
       this.#reports.push(r);
       options.onTensor?.(r);
     };
+    const outputs = options.reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS) : undefined;
     ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
-      quantizeChunks(input, resolved, report)
+      quantizeChunks(input, resolved, report, outputs)
     ));
   }
 
@@ -108,6 +118,7 @@ async function* quantizeChunks(
   input: ReadableStream<Slab | RawChunk>,
   config: QuantizeConfig,
   report: (r: TensorReport) => void,
+  outputs: BufferRing | undefined,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
   let job: TensorJob | undefined;
   const unfinished = (job: TensorJob) => new FormatError(`Tensor "${job.name}" ended before all its elements arrived`);
@@ -120,7 +131,7 @@ async function* quantizeChunks(
         continue;
       }
       if (job && job.name !== chunk.tensor.name) throw unfinished(job);
-      job ??= startJob(chunk, config);
+      job ??= startJob(chunk, config, outputs);
       yield* job.accept(chunk);
       if (job.done) {
         report(job.report());

@@ -129,6 +129,35 @@ describe("quantizeFile", () => {
   });
 });
 
+describe("buffer reuse", () => {
+  test("reusing slab buffers changes no byte of the output, in either format", async () => {
+    const model = tinyGpt2({ layers: 2, hidden: 64 });
+    const configs = [
+      parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } }),
+      parseConfig({ global: { granularity: "per_tensor", dtype: "int4", mode: "linear" } }),
+      parseConfig({ global: { granularity: "per_block", blockSize: 16, dtype: "uint8" } }),
+    ];
+    for (const config of configs) {
+      for (const format of ["safetensors", "arrows"] as const) {
+        // 2 KiB slabs: hundreds of slabs cycle through the 8-slot rings many times over.
+        const run = async (reuseBuffers: boolean, input: string | ReadableStream<Uint8Array>) => {
+          const job = await quantizeSafetensors(input, { config, format, slabBytes: 2048, reuseBuffers });
+          // A consumer that is done with each chunk at once (copies it), as the reuse contract asks;
+          // Response.arrayBuffer() would hold every chunk to the end.
+          const copies: number[][] = [];
+          for await (const chunk of job.output) copies.push(Array.from(chunk));
+          return Uint8Array.from(copies.flat());
+        };
+        const expected = await run(false, ReadableStream.from([model]));
+        const file = path();
+        writeFileSync(file, model);
+        assert.deepEqual(await run(true, file), expected, `${format} from a file`);
+        assert.deepEqual(await run(true, ReadableStream.from([model.slice(0, 999), model.slice(999)])), expected, `${format} from a stream`);
+      }
+    }
+  });
+});
+
 describe("Arrow IPC output", () => {
   test("carries the same numbers as the safetensors output, read back independently", async () => {
     const { tableFromIPC } = await import("@uwdata/flechette");
