@@ -98,6 +98,16 @@ function configFrom(values: Record<string, string | boolean | undefined>): Quant
   }
 }
 
+/** `--axis -1` as `--axis=-1`: parseArgs would take "-1" for an option of its own. */
+function joinNegativeValues(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (/^--[a-z][a-z0-9-]*$/.test(args[i]) && /^-\d+$/.test(args[i + 1] ?? "")) out.push(`${args[i]}=${args[++i]}`);
+    else out.push(args[i]);
+  }
+  return out;
+}
+
 function oneInput(positionals: string[], command: string): string {
   if (positionals.length !== 1) throw new UsageError(`${command} takes one input file, got ${positionals.length}`);
   return positionals[0];
@@ -151,7 +161,7 @@ async function demo(): Promise<void> {
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const [command, ...rest] = args;
+  const [command, ...rest] = joinNegativeValues(args);
   try {
     switch (command) {
       case "quantize":

@@ -232,6 +232,20 @@ describe("bad input leaves no output", () => {
     });
   }
 
+  test("a negative axis is accepted as a separate argument", async () => {
+    const input = path();
+    writeFileSync(input, fileOf([randomTensor("w", "float32", [64, 48], 8)]));
+    const output = path();
+    const log = console.log;
+    console.log = () => {};
+    try {
+      assert.equal(await main(["quantize", input, "-o", output, "--axis", "-1"]), 0);
+    } finally {
+      console.log = log;
+    }
+    assert.deepEqual(readCheckpoint(readFileSync(output)).tensors["w.scale"].shape, [1, 48]);
+  });
+
   test("bad usage exits 2", async () => {
     const original = console.error;
     console.error = () => {};
