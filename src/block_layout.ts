@@ -174,6 +174,34 @@ export class BlockLayout {
   }
 
   /**
+   * Visits the elements `[offset, offset + length)` of a non-contiguous
+   * layout row by row: element `i` of a visited range is in column
+   * `column + (i - from)` of its row, whose block is
+   * `rowBase + floor(thatColumn / columnBlock)`. Kernels that look the block
+   * up per element use this where runs would be a single element long.
+   *
+   * @param offset Flat index of the first element.
+   * @param length Number of elements.
+   * @param visit Called with the range relative to `offset`, its first column and its row's base block.
+   * @throws {TypeError} For a contiguous layout (use {@linkcode BlockLayout.forEachRun}).
+   */
+  forEachRow(
+    offset: number,
+    length: number,
+    visit: (from: number, to: number, column: number, rowBase: number) => void,
+  ): void {
+    if (this.contiguous) throw new TypeError("forEachRow is for non-contiguous layouts");
+    const { rowLength } = this;
+    let row = Math.floor(offset / rowLength);
+    let column = offset - row * rowLength;
+    for (let i = 0; i < length; row++, column = 0) {
+      const to = Math.min(length, i + rowLength - column);
+      visit(i, to, column, this.rowBase(row));
+      i = to;
+    }
+  }
+
+  /**
    * Whether every block lies within one index of axis 0, so that the scales
    * can be computed slab by slab from slabs of whole rows (one pass).
    */

@@ -41,9 +41,17 @@ export class ErrorStats {
     sums[0] = sums[1] = 0;
     sums[2] = this.maxAbsError;
     const { bytes, flip } = asBytes(q);
-    layout.forEachRun(offset, values.length, (from, to, block) => {
-      errorRun(values, bytes, flip, from, to, scale[block], zeroPoint[block], sums);
-    });
+    if (layout.contiguous || layout.columnBlock > 16) {
+      layout.forEachRun(offset, values.length, (from, to, block) => {
+        errorRun(values, bytes, flip, from, to, scale[block], zeroPoint[block], sums);
+      });
+    } else {
+      // Short runs (per channel on the last axis): a block lookup per element beats a call per run.
+      const { columnBlock } = layout;
+      layout.forEachRow(offset, values.length, (from, to, column, rowBase) => {
+        errorRow(values, bytes, flip, from, to, column, rowBase, columnBlock, scale, zeroPoint, sums);
+      });
+    }
     this.count += values.length;
     this.signalEnergy += sums[0];
     this.errorEnergy += sums[1];
@@ -97,6 +105,36 @@ function errorRun(
   for (let i = from; i < to; i++) {
     const w = values[i];
     const e = w - s * ((bytes[i] ^ flip) - z);
+    signal += w * w;
+    error += e * e;
+    maxAbs = Math.max(maxAbs, Math.abs(e));
+  }
+  sums[0] += signal;
+  sums[1] += error;
+  sums[2] = maxAbs;
+}
+
+/** As {@linkcode errorRun} over part of a row, with each element's block looked up from its column. */
+function errorRow(
+  values: Float32Array,
+  bytes: Uint8Array,
+  flip: number,
+  from: number,
+  to: number,
+  column: number,
+  rowBase: number,
+  columnBlock: number,
+  scale: Float64Array,
+  zeroPoint: Int32Array,
+  sums: Float64Array,
+): void {
+  let signal = 0;
+  let error = 0;
+  let maxAbs = sums[2];
+  for (let i = from, c = column; i < to; i++, c++) {
+    const block = rowBase + (columnBlock === 1 ? c : Math.floor(c / columnBlock));
+    const w = values[i];
+    const e = w - scale[block] * ((bytes[i] ^ flip) - flip - zeroPoint[block]);
     signal += w * w;
     error += e * e;
     maxAbs = Math.max(maxAbs, Math.abs(e));

@@ -143,12 +143,14 @@ function openRandomAccess(
     throw e;
   }
   const plans = planTensors(header, slabBytes);
+  // Re-reads (two-pass tensors) happen one tensor at a time: one ring serves them all.
+  const rereadRing = buffers?.();
   const sources = new Map<TensorPlan, SlabSource>();
   const sourceOf = (plan: TensorPlan): SlabSource => {
     let s = sources.get(plan);
     if (s === undefined) {
       // Each re-read opens its own handle, on its first pull, and closes it at the end.
-      s = { slabs: () => chunkStream([plan], randomAccessReader(open), sourceOf, buffers?.()) as ReadableStream<Slab> };
+      s = { slabs: () => chunkStream([plan], randomAccessReader(open), sourceOf, rereadRing) as ReadableStream<Slab> };
       sources.set(plan, s);
     }
     return s;

@@ -362,6 +362,33 @@ describe("dequantize", () => {
     assert.ok(back.data instanceof Uint16Array);
   });
 
+  test("error figures on the last axis equal a direct float64 computation", () => {
+    const { tensor, values } = randomTensor(12, "float32", [40, 24]);
+    for (const options of [
+      { axis: -1 },
+      { axis: -1, mode: "linear", dtype: "uint8" },
+      { granularity: "per_block", axis: -1, blockSize: 4 },
+    ] as QuantizeOptions[]) {
+      const q = quantized(tensor, options);
+      const [rows, cols] = [40, 24];
+      const per = q.scaleShape; // [1, 24] per channel, [10, 24] per block of 4 rows
+      let signal = 0, error = 0, maxAbs = 0;
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < cols; c++) {
+          const block = Math.floor(r / (rows / per[0])) * cols + c;
+          const w = values[r * cols + c];
+          const e = w - q.scale[block] * (q.data[r * cols + c] - (q.zeroPoint?.[block] ?? 0));
+          signal += w * w;
+          error += e * e;
+          maxAbs = Math.max(maxAbs, Math.abs(e));
+        }
+      }
+      const measured = measureError(tensor, q);
+      assert.equal(measured.maxAbsError, maxAbs, JSON.stringify(options));
+      assert.ok(Math.abs(measured.snrDb - 10 * Math.log10(signal / error)) < 1e-9, JSON.stringify(options));
+    }
+  });
+
   test("an exact quantization reports infinite SNR", () => {
     const t = rows([127, 1, -2, 3], 4);
     assert.equal(measureError(t, quantized(t)).snrDb, Infinity);
