@@ -1,8 +1,8 @@
 /**
  * Load and abuse check of the HTTP service, on loopback, bounded.
  *
- *     npx deno run -A bench/http_load.ts [--requests 200] [--parallel 8]
- *     npx bun bench/http_load.ts
+ *     deno run -A bench/http_load.ts [--requests 200] [--parallel 8]
+ *     bun bench/http_load.ts
  *
  * Starts `serve` in a child process (so its peak RSS, VmHWM, is read from
  * outside), then sends a fixed, seeded mix of requests, `--parallel` at a

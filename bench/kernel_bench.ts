@@ -3,8 +3,8 @@
  * [4096, 4096] weight, per channel, `linear_symmetric` int8 (a min/max pass,
  * then a quantize pass), one thread.
  *
- *     npx deno run -A bench/kernel_bench.ts
- *     npx bun bench/kernel_bench.ts
+ *     deno run -A bench/kernel_bench.ts
+ *     bun bench/kernel_bench.ts
  *
  * Variants run interleaved, round after round; each reports the best and
  * the median round as GB/s of float32 input (1 GB = 1e9 bytes) and

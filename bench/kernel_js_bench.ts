@@ -9,8 +9,8 @@
  * JS/numpy is printed.
  *
  * ```sh
- * npx deno run -A bench/kernel_js_bench.ts [--rounds 7] [--warmup 2] [--job NAME] [--no-numpy] [--keep]
- * npx bun bench/kernel_js_bench.ts
+ * deno run -A bench/kernel_js_bench.ts [--rounds 7] [--warmup 2] [--job NAME] [--no-numpy] [--keep]
+ * bun bench/kernel_js_bench.ts
  * ```
  *
  * Output: a table, then one `RESULT {json}` line per job (the format

@@ -4,8 +4,8 @@
  * buffer: the file is never held in memory.
  *
  * ```sh
- * npx deno run -A bench/make_checkpoint.ts bench/data/w1g.safetensors --tensors 16 --rows 4096 --cols 4096
- * npx bun bench/make_checkpoint.ts bench/data/w256m.safetensors --tensors 4
+ * deno run -A bench/make_checkpoint.ts bench/data/w1g.safetensors --tensors 16 --rows 4096 --cols 4096
+ * bun bench/make_checkpoint.ts bench/data/w256m.safetensors --tensors 4
  * ```
  *
  * @module

@@ -20,9 +20,9 @@
  * renaming it: that write-back is part of every time.
  *
  * ```sh
- * npx deno run -A bench/pipeline_bench.ts                 # 256 MiB only
- * npx deno run -A bench/pipeline_bench.ts --full          # 256 MiB, 1 GiB, 2 GiB
- * npx deno run -A bench/pipeline_bench.ts --sizes 1G --runtimes bun --reps 3 --keep
+ * deno run -A bench/pipeline_bench.ts                 # 256 MiB only
+ * deno run -A bench/pipeline_bench.ts --full          # 256 MiB, 1 GiB, 2 GiB
+ * deno run -A bench/pipeline_bench.ts --sizes 1G --runtimes bun --reps 3 --keep
  * ```
  *
  * Output: tables, then `RESULT {json}` lines (bench/run.ts collects them).

@@ -3,8 +3,8 @@
  * WebAssembly binary as a base64 string that loads synchronously everywhere
  * (no file reads, no import attributes).
  *
- * Run from the repository root with `npx deno run -A scripts/build_wasm.ts`
- * or `npx bun scripts/build_wasm.ts`; pass `--check` to fail when the
+ * Run from the repository root with `deno run -A scripts/build_wasm.ts`
+ * or `bun scripts/build_wasm.ts`; pass `--check` to fail when the
  * committed module is stale instead of rewriting it.
  *
  * @module
