@@ -33,6 +33,7 @@ export * from "./streams/safetensors_sink.ts";
 export * from "./streams/channel_stats_stream.ts";
 export * from "./streams/dequantize_stream.ts";
 export * from "./streams/quantize_pipeline.ts";
+export * from "./streams/quantize_arrow.ts";
 export * from "./streams/dequantize_pipeline.ts";
 export * from "./streams/inspect.ts";
 export * from "./streams/arrow_ipc_encode_stream.ts";

@@ -9,7 +9,7 @@
  * JS/numpy is printed.
  *
  * ```sh
- * deno run -A bench/kernel_js_bench.ts [--rounds 7] [--warmup 2] [--job NAME] [--no-numpy] [--keep]
+ * deno run -A bench/kernel_js_bench.ts [--rounds 7] [--warmup 2] [--job NAME] [--no-numpy] [--no-wasm] [--keep]
  * bun bench/kernel_js_bench.ts
  * ```
  *
@@ -23,6 +23,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
+import { setWasmKernelsEnabled } from "../src/wasm_kernels.ts";
 import { quantizeTensor } from "../src/quantize_tensor.ts";
 import type { QuantizeOptions, QuantizeResult } from "../src/types.ts";
 import { fillValues } from "./make_checkpoint.ts";
@@ -185,12 +186,15 @@ function main(): void {
       rounds: { type: "string", default: "7" },
       warmup: { type: "string", default: "2" },
       "no-numpy": { type: "boolean", default: false },
+      // The plain JavaScript kernels, as where WebAssembly SIMD is unavailable.
+      "no-wasm": { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       job: { type: "string" },
     },
   });
   const rounds = Number(values.rounds);
   const warmup = Number(values.warmup);
+  if (values["no-wasm"]) setWasmKernelsEnabled(false);
   const data = kernelInput();
   // --job NAME runs one job alone: the kernel then sees one output type only (monomorphic).
   const jobs = values.job ? JOBS.filter((j) => j.name === values.job) : JOBS;

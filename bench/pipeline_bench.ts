@@ -121,9 +121,7 @@ function measure(argv: readonly string[]) {
 }
 
 function cliArgv(runtime: string, args: readonly string[]): string[] {
-  return runtime === "deno"
-    ? [DENO, "run", "-A", "src/cli.ts", ...args]
-    : [BUN, "src/cli.ts", ...args];
+  return runtime === "deno" ? [DENO, "run", "-A", "src/cli.ts", ...args] : [BUN, "src/cli.ts", ...args];
 }
 
 const median = (xs: number[]): number => {

@@ -43,9 +43,7 @@ writeFileSync(
 );
 
 function runTs(runtime: string, script: string, args: readonly string[]): string {
-  const argv = runtime === "deno"
-    ? [DENO, "run", "-A", script, ...args]
-    : [BUN, script, ...args];
+  const argv = runtime === "deno" ? [DENO, "run", "-A", script, ...args] : [BUN, script, ...args];
   console.log(`$ ${argv.join(" ")}`);
   const r = spawnSync(argv[0], argv.slice(1), {
     encoding: "utf8",

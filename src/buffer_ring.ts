@@ -21,7 +21,9 @@ export class BufferRing {
    * @throws {RangeError} When `slots` is not an integer of at least 2.
    */
   constructor(slots: number) {
-    if (!Number.isInteger(slots) || slots < 2) throw new RangeError(`A BufferRing needs at least 2 slots, got ${slots}`);
+    if (!Number.isInteger(slots) || slots < 2) {
+      throw new RangeError(`A BufferRing needs at least 2 slots, got ${slots}`);
+    }
     this.#slots = new Array(slots);
   }
 

@@ -5,13 +5,10 @@
  * @module
  */
 import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
-import { FormatError } from "../src/errors.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
 import { planTensor } from "../src/tensor_plan.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
-import { ArrowIpcDecodeStream } from "./arrow_ipc_decode_stream.ts";
-import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
 import {
   type OutputTensorSpec,
@@ -109,7 +106,13 @@ function dropNonFloat(
   });
 }
 
-function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
+/**
+ * A configuration from either form callers give.
+ *
+ * @param config Plain options, a parsed configuration, or nothing.
+ * @returns The configuration.
+ */
+export function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
   return config && "global" in config && "tensors" in config
     ? config as QuantizeConfig
     : configOf(config as QuantizeOptions);
@@ -149,8 +152,11 @@ export async function quantizeSafetensors(
     }),
   );
   const quantized = counted.pipeThrough(stream);
+  // apache-arrow loads only for Arrow output: it is a tenth of a second of startup a safetensors job need not pay.
   const output = options.format === "arrows"
-    ? quantized.pipeThrough(dropNonFloat((name) => dropped.push(name))).pipeThrough(new ArrowIpcEncodeStream())
+    ? quantized.pipeThrough(dropNonFloat((name) => dropped.push(name))).pipeThrough(
+      new (await import("./arrow_ipc_encode_stream.ts")).ArrowIpcEncodeStream(),
+    )
     : quantized.pipeThrough(
       new SafetensorsEncodeStream(specs, {
         ...header.metadata,
@@ -192,60 +198,4 @@ export async function quantizeFile(
   const job = await quantizeSafetensors(inputPath, { reuseBuffers: true, ...options, format });
   await job.output.pipeTo(writeFileAtomically(outputPath));
   return job.report();
-}
-
-/** Options of {@linkcode quantizeArrowIPC}. */
-export interface QuantizeArrowIPCOptions {
-  /**
-   * Options for every tensor, or a configuration with per-tensor overrides.
-   * @default {{}}
-   */
-  config?: QuantizeConfig | QuantizeOptions;
-  /**
-   * The largest IPC message accepted (one is assembled whole before decoding).
-   * @default {67108864}
-   */
-  maxMessageBytes?: number;
-  /**
-   * Called with each tensor's report when it is done.
-   * @default {undefined}
-   */
-  onTensor?: (report: TensorReport) => void;
-}
-
-/** Input slabs only: quantizing already-quantized slabs would be a silent no-op the caller did not mean. */
-function floatSlabsOnly(): TransformStream<Slab | QuantizedSlab, Slab> {
-  return new TransformStream({
-    transform(chunk, controller) {
-      if (chunk.kind === "quantized") {
-        throw new FormatError(`Cannot quantize tensor "${chunk.tensor.name}": its slabs are already quantized`);
-      }
-      controller.enqueue(chunk);
-    },
-  });
-}
-
-/**
- * Quantizes Arrow IPC slab streams (the Arrow layout in the README) into
- * Arrow IPC. Arrow input can only become Arrow output while streaming: a
- * safetensors file starts with a header listing every tensor, which a slab
- * stream announces only as it goes. Nothing is read until `output` is.
- *
- * @param input The IPC bytes: one stream per tensor, concatenated.
- * @param options Configuration, message limit and callback.
- * @returns The job; `output` errors with a `FormatError` on malformed,
- *   truncated or already-quantized input, and with the quantizer's errors.
- * @throws {ConfigError} When the configuration is invalid.
- */
-export function quantizeArrowIPC(
-  input: ReadableStream<Uint8Array>,
-  options: QuantizeArrowIPCOptions = {},
-): Omit<QuantizeJob, "header"> {
-  const quantizer = new QuantizeStream(resolveConfig(options.config), { onTensor: options.onTensor });
-  const output = input
-    .pipeThrough(new ArrowIpcDecodeStream({ maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024 }))
-    .pipeThrough(floatSlabsOnly())
-    .pipeThrough(quantizer)
-    .pipeThrough(new ArrowIpcEncodeStream());
-  return { output, report: () => quantizer.report };
 }

@@ -152,7 +152,11 @@ describe("buffer reuse", () => {
         const file = path();
         writeFileSync(file, model);
         assert.deepEqual(await run(true, file), expected, `${format} from a file`);
-        assert.deepEqual(await run(true, ReadableStream.from([model.slice(0, 999), model.slice(999)])), expected, `${format} from a stream`);
+        assert.deepEqual(
+          await run(true, ReadableStream.from([model.slice(0, 999), model.slice(999)])),
+          expected,
+          `${format} from a stream`,
+        );
       }
     }
   });

@@ -364,11 +364,13 @@ describe("dequantize", () => {
 
   test("error figures on the last axis equal a direct float64 computation", () => {
     const { tensor, values } = randomTensor(12, "float32", [40, 24]);
-    for (const options of [
-      { axis: -1 },
-      { axis: -1, mode: "linear", dtype: "uint8" },
-      { granularity: "per_block", axis: -1, blockSize: 4 },
-    ] as QuantizeOptions[]) {
+    for (
+      const options of [
+        { axis: -1 },
+        { axis: -1, mode: "linear", dtype: "uint8" },
+        { granularity: "per_block", axis: -1, blockSize: 4 },
+      ] as QuantizeOptions[]
+    ) {
       const q = quantized(tensor, options);
       const [rows, cols] = [40, 24];
       const per = q.scaleShape; // [1, 24] per channel, [10, 24] per block of 4 rows

@@ -1,0 +1,70 @@
+/**
+ * Quantizing Arrow IPC slab streams into Arrow IPC: the pipeline of
+ * `quantizeSafetensors` for input that is already slabs.
+ *
+ * @module
+ */
+import type { QuantizeConfig } from "../src/config.ts";
+import { FormatError } from "../src/errors.ts";
+import type { TensorReport } from "../src/report.ts";
+import type { QuantizedSlab, QuantizeOptions, Slab } from "../src/types.ts";
+import { ArrowIpcDecodeStream } from "./arrow_ipc_decode_stream.ts";
+import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
+import { type QuantizeJob, resolveConfig } from "./quantize_pipeline.ts";
+import { QuantizeStream } from "./quantize_stream.ts";
+
+/** Options of {@linkcode quantizeArrowIPC}. */
+export interface QuantizeArrowIPCOptions {
+  /**
+   * Options for every tensor, or a configuration with per-tensor overrides.
+   * @default {{}}
+   */
+  config?: QuantizeConfig | QuantizeOptions;
+  /**
+   * The largest IPC message accepted (one is assembled whole before decoding).
+   * @default {67108864}
+   */
+  maxMessageBytes?: number;
+  /**
+   * Called with each tensor's report when it is done.
+   * @default {undefined}
+   */
+  onTensor?: (report: TensorReport) => void;
+}
+
+/** Input slabs only: quantizing already-quantized slabs would be a silent no-op the caller did not mean. */
+function floatSlabsOnly(): TransformStream<Slab | QuantizedSlab, Slab> {
+  return new TransformStream({
+    transform(chunk, controller) {
+      if (chunk.kind === "quantized") {
+        throw new FormatError(`Cannot quantize tensor "${chunk.tensor.name}": its slabs are already quantized`);
+      }
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+/**
+ * Quantizes Arrow IPC slab streams (the Arrow layout in the README) into
+ * Arrow IPC. Arrow input can only become Arrow output while streaming: a
+ * safetensors file starts with a header listing every tensor, which a slab
+ * stream announces only as it goes. Nothing is read until `output` is.
+ *
+ * @param input The IPC bytes: one stream per tensor, concatenated.
+ * @param options Configuration, message limit and callback.
+ * @returns The job; `output` errors with a `FormatError` on malformed,
+ *   truncated or already-quantized input, and with the quantizer's errors.
+ * @throws {ConfigError} When the configuration is invalid.
+ */
+export function quantizeArrowIPC(
+  input: ReadableStream<Uint8Array>,
+  options: QuantizeArrowIPCOptions = {},
+): Omit<QuantizeJob, "header"> {
+  const quantizer = new QuantizeStream(resolveConfig(options.config), { onTensor: options.onTensor });
+  const output = input
+    .pipeThrough(new ArrowIpcDecodeStream({ maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024 }))
+    .pipeThrough(floatSlabsOnly())
+    .pipeThrough(quantizer)
+    .pipeThrough(new ArrowIpcEncodeStream());
+  return { output, report: () => quantizer.report };
+}
