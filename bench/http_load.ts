@@ -98,6 +98,10 @@ const self = new URL(import.meta.url).pathname;
 const child = spawn(process.execPath, isBun ? [self, "--serve"] : ["run", "-A", self, "--serve"], {
   stdio: ["ignore", "inherit", "pipe"],
 });
+// Deno's node:child_process typings lack the EventEmitter methods of a spawned child; it has them at run time.
+const exited = new Promise<number | null>((resolve) =>
+  (child as unknown as { on(event: "exit", listener: (code: number | null) => void): void }).on("exit", resolve)
+);
 let serverLog = "";
 const base = await new Promise<string>((resolve, reject) => {
   child.stderr!.on("data", (d: Uint8Array) => {
@@ -105,7 +109,7 @@ const base = await new Promise<string>((resolve, reject) => {
     const m = serverLog.match(/listening on (http:\/\/\S+)/);
     if (m) resolve(m[1]);
   });
-  child.on("exit", (code) => reject(new Error(`server exited with ${code}: ${serverLog}`)));
+  exited.then((code) => reject(new Error(`server exited with ${code}: ${serverLog}`)));
 });
 const status = (key: string) => {
   const m = readFileSync(`/proc/${child.pid}/status`, "utf8").match(new RegExp(`${key}:\\s+(\\d+) kB`));
@@ -316,7 +320,7 @@ await new Promise((r) => setTimeout(r, 200));
 const health = await (await fetch(`${base}/healthz`)).json();
 const hwm = status("VmHWM");
 child.kill("SIGTERM");
-await new Promise((r) => child.on("exit", r));
+await exited;
 
 console.log(
   `server runtime: ${isBun ? "bun" : "deno"} (same as this script); ${REQUESTS} requests, ${PARALLEL} at a time`,

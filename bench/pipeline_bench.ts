@@ -142,8 +142,7 @@ function casesFor(sizes: readonly string[]): Case[] {
     // Issue 4, then issue 7's slower paths on the same file.
     cases.push({ name: "st_per_channel", size, ext: "safetensors", flags: [] });
     cases.push({ name: "st_per_tensor", size, ext: "safetensors", flags: ["--granularity", "per_tensor"] });
-    // `--axis -1` (two words) is rejected by node:util parseArgs as an unknown option "-1": use `--axis=-1`.
-    cases.push({ name: "st_axis_last", size, ext: "safetensors", flags: ["--axis=-1"] });
+    cases.push({ name: "st_axis_last", size, ext: "safetensors", flags: ["--axis", "-1"] });
   }
   return cases;
 }
