@@ -48,7 +48,7 @@ export class ProgressBar {
     this.#last = now;
     const fraction = total ? Math.min(1, done / total) : 1;
     const width = 30;
-    const filled = Math.round(fraction * width);
+    const filled = Math.floor(fraction * width);
     const seconds = (now - this.#start) / 1000;
     const rate = seconds > 0 ? done / seconds : 0;
     const eta = rate > 0 ? Math.max(0, (total - done) / rate) : 0;
