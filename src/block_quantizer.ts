@@ -105,8 +105,9 @@ export class BlockQuantizer {
   ): Int8Array | Uint8Array {
     const p = this.#finished;
     const q = out ?? (isSigned(this.info.dtype) ? new Int8Array(values.length) : new Uint8Array(values.length));
-    quantizeValues(values, offset, this.layout, p.kernel, q);
-    errors?.observe(values, offset, this.layout, q, p.scale, p.kernel.zeroPoint);
+    const sums = errors && new Float64Array(3);
+    if (quantizeValues(values, offset, this.layout, p.kernel, q, sums)) errors!.add(sums!, values.length);
+    else errors?.observe(values, offset, this.layout, q, p.scale, p.kernel.zeroPoint);
     return q;
   }
 

@@ -59,6 +59,19 @@ export class ErrorStats {
   }
 
   /**
+   * Adds sums computed elsewhere (the wasm kernel).
+   *
+   * @param sums `[sum w^2, sum e^2, max |e|]` of the elements.
+   * @param count How many elements they cover.
+   */
+  add(sums: Float64Array, count: number): void {
+    this.count += count;
+    this.signalEnergy += sums[0];
+    this.errorEnergy += sums[1];
+    this.maxAbsError = Math.max(this.maxAbsError, sums[2]);
+  }
+
+  /**
    * Adds another tensor part's sums to these.
    *
    * @param other Stats of other elements of the same tensor.

@@ -48,6 +48,9 @@ export interface KernelParams {
  * @param layout The tensor's block layout.
  * @param params Per-block parameters.
  * @param out One quantized value per element.
+ * @param errorSums Error sums of the report (`[sum w^2, sum e^2, max |e|]`) to add
+ *   to, where the wasm kernel can compute them on the way (contiguous layouts).
+ * @returns Whether `errorSums` were added to; if not, the caller computes them.
  */
 export function quantizeValues(
   values: Float32Array,
@@ -55,8 +58,11 @@ export function quantizeValues(
   layout: BlockLayout,
   params: KernelParams,
   out: Int8Array | Uint8Array,
-): void {
-  if (values.length >= WASM_MIN && wasmKernels()?.quantize(values, offset, layout, params, out)) return;
+  errorSums?: Float64Array,
+): boolean {
+  if (values.length >= WASM_MIN && wasmKernels()?.quantize(values, offset, layout, params, out, errorSums)) {
+    return errorSums !== undefined && layout.contiguous;
+  }
   const { inverseScale, zeroPoint, qmin, qmax } = params;
   const run = params.arithmetic === "float16" ? quantizeRun16 : quantizeRun32;
   // Stored through a byte view: an int8 store is the uint8 store of the same value mod 256, and one array type
@@ -65,6 +71,7 @@ export function quantizeValues(
   layout.forEachRun(offset, values.length, (from, to, block) => {
     run(values, bytes, from, to, inverseScale[block], zeroPoint[block], qmin, qmax);
   });
+  return false;
 }
 
 // The hot loops are top-level functions taking everything as arguments, with

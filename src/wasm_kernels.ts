@@ -67,6 +67,17 @@ export interface WasmKernelsOptions {
 
 interface Exports {
   memory: WebAssembly.Memory;
+  error_contig(
+    inp: number,
+    q: number,
+    n: number,
+    first: number,
+    run: number,
+    sp: number,
+    bp: number,
+    flip: number,
+    acc: number,
+  ): void;
   quantize_run(inp: number, out: number, n: number, s: number, b: number, lo: number, hi: number, f16: number): number;
   quantize_contig(
     inp: number,
@@ -115,6 +126,8 @@ interface Exports {
 const MAGIC_BITS = 0x4b400000;
 /** Elements staged per call when the caller's arrays live outside the wasm memory (L2-sized). */
 const STAGE = 1 << 16;
+/** Byte address of the three float64 error sums, in the scratch bytes no kernel uses (128-1023). */
+const SUMS = 512;
 const PAGE = 65536;
 /** Slack after every region: the vector loops read up to 16 values past a row end. */
 const PAD = 256;
@@ -178,6 +191,7 @@ export class WasmKernels {
   #f32!: Float32Array;
   #i32!: Int32Array;
   #u8!: Uint8Array;
+  #f64!: Float64Array;
   #params: KernelParams | undefined;
   #paramsFloat16 = false;
 
@@ -219,6 +233,7 @@ export class WasmKernels {
     this.#f32 = new Float32Array(buffer);
     this.#i32 = new Int32Array(buffer);
     this.#u8 = new Uint8Array(buffer);
+    this.#f64 = new Float64Array(buffer);
   }
 
   #alloc(bytes: number): number {
@@ -436,6 +451,9 @@ export class WasmKernels {
    * @param layout The block layout.
    * @param params Per-block parameters.
    * @param out One quantized value per element (views of `output()` are written in place).
+   * @param errorSums When given, and the layout is contiguous, the error sums of
+   *   the report (`[sum w^2, sum e^2, max |e|]`, as `ErrorStats` keeps them) are
+   *   added to it while the values are in wasm memory; check the result's `errors`.
    * @returns `false` when the kernels cannot reproduce these parameters or
    *   values exactly (a scale whose `1 / scale` is not the stored inverse, or
    *   non-float16 inputs in float16 arithmetic); `out` is then unspecified and
@@ -447,6 +465,7 @@ export class WasmKernels {
     layout: BlockLayout,
     params: KernelParams,
     out: Int8Array | Uint8Array,
+    errorSums?: Float64Array,
   ): boolean {
     const n = values.length;
     if (n === 0) return true;
@@ -460,6 +479,9 @@ export class WasmKernels {
     const { qmin, qmax } = params;
     const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
     const step = inPtr >= 0 && outPtr >= 0 ? n : STAGE;
+    // Error sums ride along where the values are in wasm memory anyway (contiguous layouts only).
+    const sums = errorSums !== undefined && layout.contiguous;
+    if (sums) this.#f64.set(errorSums, SUMS >> 3);
     let bad = 0;
     for (let i = 0; i < n; i += step) {
       const len = Math.min(step, n - i);
@@ -470,9 +492,19 @@ export class WasmKernels {
       }
       const dst = outPtr >= 0 ? outPtr + i : this.#stageOut;
       bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
+      if (sums) this.#errorSums(src, dst, len, offset + i, layout, out instanceof Int8Array ? 128 : 0);
       if (outBytes) outBytes.set(this.#u8.subarray(dst, dst + len), i);
     }
+    if (sums) errorSums!.set(this.#f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
     return bad === 0;
+  }
+
+  /** Adds the error sums of a contiguous chunk, still in wasm memory, to the three float64 at SUMS. */
+  #errorSums(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
+    const run = layout.runLength;
+    const block = Math.floor(offset / run);
+    const first = (block + 1) * run - offset;
+    this.#x.error_contig(src, dst, n, first, run, this.#scales + 4 * block, this.#biases + 4 * block, flip, SUMS);
   }
 
   #quantizeSlab(

@@ -2,6 +2,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { BlockLayout } from "../src/block_layout.ts";
 import { BlockRange } from "../src/block_range.ts";
+import { ErrorStats } from "../src/error_stats.ts";
 import { decodeBfloat16, decodeFloat16, f16round } from "../src/float16.ts";
 import { packInt4 } from "../src/pack.ts";
 import { computeBlockParams } from "../src/qparams.ts";
@@ -443,6 +444,40 @@ test("pack4 matches packInt4 for every length up to 100 and a long run", () => {
     const unsigned = Uint8Array.from({ length: n }, () => Math.floor(r() * 16));
     k.output(n).set(unsigned);
     assert.deepEqual(k.pack4(n), packInt4(unsigned), `uint4 length ${n}`);
+  }
+});
+
+test("quantize adds the report's error sums as ErrorStats computes them, for contiguous layouts", () => {
+  const k = kernels();
+  const next = rng(77);
+  for (
+    const [shape, sizes] of [[[64, 100], [1, 0]], [[64, 100], [0, 0]], [[32, 96], [1, 8]], [[7, 333], [1, 0]]] as const
+  ) {
+    const layout = new BlockLayout(shape, sizes);
+    const values = Float32Array.from({ length: layout.size }, (_, i) => (next() - 0.5) * (1 + (i % 9)));
+    for (const mode of MODES) {
+      for (const dtype of DTYPES) {
+        const params = paramsFor(values, layout, mode, dtype, "float32");
+        const signed = isSigned(dtype);
+        const expected = new ErrorStats();
+        const q = reference(values, 0, layout, params, signed);
+        const scale = Float64Array.from(params.inverseScale, (inv) => Math.fround(1 / inv));
+        expected.observe(values, 0, layout, q, scale, params.zeroPoint);
+        // Several slabs at odd offsets, staged from JS memory, summing into one accumulator.
+        const sums = new Float64Array(3);
+        const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
+        let from = 0;
+        for (const to of [1, 1001, 4099, values.length].filter((c) => c <= values.length)) {
+          assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to), sums));
+          from = to;
+        }
+        const where = `shape [${shape}] blocks [${sizes}] ${mode} ${dtype}`;
+        assert.deepEqual(bytes(out), bytes(q), where);
+        assert.equal(sums[2], expected.maxAbsError, where);
+        assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-12 * expected.signalEnergy, where);
+        assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-12 * expected.errorEnergy, where);
+      }
+    }
   }
 });
 

@@ -661,4 +661,82 @@
         (local.set $in (i32.add (local.get $in) (i32.const 2)))
         (local.set $out (i32.add (local.get $out) (i32.const 4)))
         (local.set $n (i32.sub (local.get $n) (i32.const 1)))
-        (br $tail)))))
+        (br $tail))))
+  ;; Error sums of quantized values (SPEC.md Section 8), for the report: adds
+  ;; sum(w^2), sum(e^2) and max|e|, e = w - s * (q - zp), to the three f64 at
+  ;; $acc, for $n float32 values at $in and their quantized bytes at $q, in
+  ;; runs of $run elements per block (the first $first long) with float32
+  ;; scales at $sp and biases (0x4B400000 - zp) at $bp. A byte b is the value
+  ;; (b ^ $flip) - $flip: $flip is 128 for signed types, 0 for unsigned. Each e
+  ;; is computed in float64 exactly as src/error_stats.ts computes it; the
+  ;; sums are added in another order (two lanes), so they may differ from the
+  ;; JavaScript sums in the last bits; the maximum does not.
+  (func (export "error_contig") (param $in i32) (param $q i32) (param $n i32) (param $first i32) (param $run i32)
+                                (param $sp i32) (param $bp i32) (param $flip i32) (param $acc i32)
+    (local $len i32) (local $k i32) (local $s v128) (local $z v128) (local $fl v128)
+    (local $x v128) (local $qi v128) (local $wl v128) (local $wh v128) (local $el v128) (local $eh v128)
+    (local $sig v128) (local $err v128) (local $mx v128)
+    (local $ss f64) (local $zs i32) (local $w f64) (local $e f64)
+    (local $sig1 f64) (local $err1 f64) (local $mx1 f64)
+    (local.set $fl (i32x4.splat (local.get $flip)))
+    (local.set $len (local.get $first))
+    (block $done
+      (loop $runs
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (if (i32.gt_u (local.get $len) (local.get $n)) (then (local.set $len (local.get $n))))
+        (local.set $ss (f64.promote_f32 (f32.load (local.get $sp))))
+        (local.set $s (f64x2.splat (local.get $ss)))
+        ;; flip + zp, with zp = 0x4B400000 - bias
+        (local.set $zs (i32.add (local.get $flip) (i32.sub (i32.const 0x4B400000) (i32.load (local.get $bp)))))
+        (local.set $z (i32x4.splat (local.get $zs)))
+        (local.set $k (local.get $len))
+        (block $vdone
+          (loop $vec
+            (br_if $vdone (i32.lt_u (local.get $k) (i32.const 4)))
+            (local.set $x (v128.load (local.get $in)))
+            (local.set $qi (i32x4.sub
+              (v128.xor (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u (v128.load32_zero (local.get $q))))
+                        (local.get $fl))
+              (local.get $z)))
+            (local.set $wl (f64x2.promote_low_f32x4 (local.get $x)))
+            (local.set $wh (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))
+            (local.set $el (f64x2.sub (local.get $wl)
+              (f64x2.mul (local.get $s) (f64x2.convert_low_i32x4_s (local.get $qi)))))
+            (local.set $eh (f64x2.sub (local.get $wh)
+              (f64x2.mul (local.get $s) (f64x2.convert_low_i32x4_s
+                (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $qi) (local.get $qi))))))
+            (local.set $sig (f64x2.add (local.get $sig)
+              (f64x2.add (f64x2.mul (local.get $wl) (local.get $wl)) (f64x2.mul (local.get $wh) (local.get $wh)))))
+            (local.set $err (f64x2.add (local.get $err)
+              (f64x2.add (f64x2.mul (local.get $el) (local.get $el)) (f64x2.mul (local.get $eh) (local.get $eh)))))
+            (local.set $mx (f64x2.pmax (local.get $mx)
+              (f64x2.pmax (f64x2.abs (local.get $el)) (f64x2.abs (local.get $eh)))))
+            (local.set $in (i32.add (local.get $in) (i32.const 16)))
+            (local.set $q (i32.add (local.get $q) (i32.const 4)))
+            (local.set $k (i32.sub (local.get $k) (i32.const 4)))
+            (br $vec)))
+        (block $tdone
+          (loop $tail
+            (br_if $tdone (i32.eqz (local.get $k)))
+            (local.set $w (f64.promote_f32 (f32.load (local.get $in))))
+            (local.set $e (f64.sub (local.get $w) (f64.mul (local.get $ss) (f64.convert_i32_s
+              (i32.sub (i32.xor (i32.load8_u (local.get $q)) (local.get $flip)) (local.get $zs))))))
+            (local.set $sig1 (f64.add (local.get $sig1) (f64.mul (local.get $w) (local.get $w))))
+            (local.set $err1 (f64.add (local.get $err1) (f64.mul (local.get $e) (local.get $e))))
+            (local.set $mx1 (f64.max (local.get $mx1) (f64.abs (local.get $e))))
+            (local.set $in (i32.add (local.get $in) (i32.const 4)))
+            (local.set $q (i32.add (local.get $q) (i32.const 1)))
+            (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+            (br $tail)))
+        (local.set $n (i32.sub (local.get $n) (local.get $len)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+        (local.set $len (local.get $run))
+        (br $runs)))
+    (f64.store (local.get $acc) (f64.add (f64.load (local.get $acc))
+      (f64.add (local.get $sig1) (f64.add (f64x2.extract_lane 0 (local.get $sig)) (f64x2.extract_lane 1 (local.get $sig))))))
+    (f64.store offset=8 (local.get $acc) (f64.add (f64.load offset=8 (local.get $acc))
+      (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
+    (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
+      (f64.max (local.get $mx1) (f64.max (f64x2.extract_lane 0 (local.get $mx)) (f64x2.extract_lane 1 (local.get $mx)))))))
+)
