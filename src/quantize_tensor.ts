@@ -37,7 +37,8 @@ function checkTensor(tensor: Tensor): void {
  * @throws {NonFiniteError} When the tensor holds NaN or an infinity.
  * @throws {Float16OverflowError} When float16 arithmetic would overflow.
  * @throws {ConfigError} When an option is invalid.
- * @throws {RangeError} When the data length does not match the shape, or the axis does not exist.
+ * @throws {RangeError} When the data length does not match the shape.
+ * @throws {ConfigError} When an option is invalid or the channel axis does not exist in the tensor.
  *
  * @example
  * ```ts

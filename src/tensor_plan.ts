@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { ConfigError } from "./errors.ts";
 import { resolveQuantizeOptions } from "./quantize_options.ts";
 import type { FloatDType, QuantizedTensorInfo, QuantizeOptions, SkippedTensor, SkipReason } from "./types.ts";
 
@@ -29,8 +30,8 @@ function skip(name: string, reason: SkipReason, message: string): SkippedTensor 
  * @param tensor Name, dtype and shape.
  * @param options Quantization options, or `null` to leave the tensor alone.
  * @returns The recipe for the tensor, or the reason it is skipped.
- * @throws {RangeError} When the channel axis does not exist in the tensor.
- * @throws {ConfigError} When an option is invalid.
+ * @throws {ConfigError} When an option is invalid, or the channel axis does not exist in the tensor (a
+ *   configuration problem: HTTP answers it with a 400, the CLI with exit code 1).
  *
  * @example
  * ```ts
@@ -63,16 +64,16 @@ export function planTensor(
   const granularity = rank === 1 ? "per_tensor" : o.granularity;
   const axis = o.axis < 0 ? o.axis + rank : o.axis;
   if (granularity !== "per_tensor" && (axis < 0 || axis >= rank)) {
-    throw new RangeError(`Cannot quantize tensor "${name}": axis ${o.axis} does not exist in shape [${shape}]`);
+    throw new ConfigError([`Cannot quantize tensor "${name}": axis ${o.axis} does not exist in shape [${shape}]`]);
   }
   const blockSizes = shape.map(() => 0);
   if (granularity === "per_channel") blockSizes[axis] = 1;
   if (granularity === "per_block") {
     const inputAxis = axis === 0 ? 1 : axis === rank - 1 ? rank - 2 : axis === 1 ? 0 : -1;
     if (inputAxis < 0) {
-      throw new RangeError(
+      throw new ConfigError([
         `Cannot quantize tensor "${name}" per block: channel axis ${o.axis} has no paired input axis (use 0, 1 or -1)`,
-      );
+      ]);
     }
     if (shape[inputAxis] % o.blockSize !== 0) {
       return skip(

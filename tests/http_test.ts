@@ -191,6 +191,11 @@ describe("createApp", () => {
       "colour: unknown parameter",
     ]);
 
+    // An axis the checkpoint's tensors do not have is found while planning, before the response starts.
+    err = await errorOf(await post(app, "/v1/quantize?axis=5", model));
+    assert.equal(err.status, 400);
+    assert.match(err.message, /axis 5 does not exist in shape/);
+
     err = await errorOf(await post(app, "/v1/quantize?config=%7Bnope", model));
     assert.equal(err.status, 400);
     assert.match(err.issues![0], /^config: not JSON/);

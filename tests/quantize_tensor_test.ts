@@ -1,6 +1,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import {
+  ConfigError,
   dequantizeTensor,
   Float16OverflowError,
   measureError,
@@ -273,10 +274,12 @@ describe("errors name the tensor", () => {
     );
   });
 
-  test("an axis outside the tensor is a RangeError", () => {
+  test("an axis outside the tensor is a ConfigError naming the tensor", () => {
     assert.throws(
       () => quantizeTensor(rows(new Array(8).fill(1), 4), { weightThreshold: 0, axis: 2 }),
-      /Cannot quantize tensor "w": axis 2 does not exist in shape \[4,8\]/,
+      (e: unknown) =>
+        e instanceof ConfigError &&
+        /Cannot quantize tensor "w": axis 2 does not exist in shape \[4,8\]/.test(e.message),
     );
   });
 
