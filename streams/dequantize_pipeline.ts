@@ -65,6 +65,53 @@ export function quantizationRecords(header: SafetensorsHeader): Record<string, Q
   }
 }
 
+const FLOATS = ["float32", "float16", "bfloat16"];
+const QUANT_DTYPES = ["int8", "uint8", "int4", "uint4"];
+const MODES = ["linear", "linear_symmetric"];
+
+/**
+ * Checks every quantization record against the file before anything is read
+ * or written: a record comes from the file itself, so a damaged or crafted one
+ * is bad input (a FormatError), never a crash or an out-of-bounds read.
+ *
+ * @param header The file's header.
+ * @param records Its quantization records.
+ * @throws {FormatError} Naming the tensor and what does not fit.
+ */
+export function checkRecords(header: SafetensorsHeader, records: Record<string, QuantizedTensorRecord>): void {
+  const byName = new Map(header.entries.map((e) => [e.name, e]));
+  for (const [name, record] of Object.entries(records)) {
+    const fail = (what: string): never => {
+      throw new FormatError(`Cannot dequantize tensor "${name}": ${what}`);
+    };
+    if (typeof record !== "object" || record === null) fail("its __metadata__.quantflow record is not an object");
+    const { sourceDType, dtype, mode, scaleDType, shape, blockSizes } = record;
+    if (!FLOATS.includes(sourceDType)) fail(`unknown sourceDType ${JSON.stringify(sourceDType)}`);
+    if (!QUANT_DTYPES.includes(dtype)) fail(`unknown dtype ${JSON.stringify(dtype)}`);
+    if (!MODES.includes(mode)) fail(`unknown mode ${JSON.stringify(mode)}`);
+    if (scaleDType !== "float32" && scaleDType !== "float16") fail(`unknown scaleDType ${JSON.stringify(scaleDType)}`);
+    const whole = (xs: unknown) => Array.isArray(xs) && xs.every((x) => Number.isSafeInteger(x) && x >= 0);
+    if (!whole(shape) || !whole(blockSizes)) fail("shape and blockSizes must be arrays of non-negative integers");
+    let layout: BlockLayout;
+    try {
+      layout = new BlockLayout(shape, blockSizes);
+    } catch (e) {
+      return fail((e as Error).message);
+    }
+    const size = (entry: string, bytes: number) => {
+      const found = byName.get(entry);
+      if (!found) fail(`tensor "${entry}" is missing`);
+      else if (found.end - found.begin !== bytes) {
+        fail(`"${entry}" holds ${found.end - found.begin} bytes, ${bytes} expected`);
+      }
+    };
+    const count = elementCount(shape);
+    size(name, bitsOf(dtype) === 4 ? Math.ceil(count / 2) : count);
+    size(`${name}.scale`, layout.blockCount * (scaleDType === "float16" ? 2 : 4));
+    if (storesZeroPoint(dtype, mode)) size(`${name}.zero_point`, layout.blockCount);
+  }
+}
+
 function readEntry(source: ByteSource, entry: SafetensorsEntry | undefined, what: string): Uint8Array {
   if (!entry) throw new FormatError(`Cannot dequantize: tensor "${what}" is missing`);
   const bytes = new Uint8Array(entry.end - entry.begin);
@@ -151,6 +198,7 @@ export async function dequantizeFile(
   try {
     const header = readHeader(source);
     const records = quantizationRecords(header);
+    checkRecords(header, records);
     const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
     const specs: OutputTensorSpec[] = header.entries.filter((e) => !auxiliary.has(e.name)).map((e) => {
       const record = records[e.name];

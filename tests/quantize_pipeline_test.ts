@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { packInt4, parseConfig, quantizeTensor, readArrowIPC } from "@quantflow/quantflow";
+import { FormatError, packInt4, parseConfig, quantizeTensor, readArrowIPC } from "@quantflow/quantflow";
 import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantflow/quantflow";
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
@@ -127,6 +127,49 @@ describe("quantizeFile", () => {
     const b = new Uint8Array(await new Response(fromBytes.output).arrayBuffer());
     assert.deepEqual(a, b);
   });
+});
+
+describe("dequantize checks the quantization records first", () => {
+  const record = {
+    sourceDType: "float32",
+    dtype: "int8",
+    mode: "linear_symmetric",
+    granularity: "per_channel",
+    axis: 0,
+    shape: [4, 8],
+    blockSizes: [1, 8],
+    scaleShape: [4, 1],
+    scaleDType: "float32",
+  };
+  const file = (rec: object, scaleBytes = 16) =>
+    checkpoint({
+      w: { dtype: "I8", shape: [4, 8], bytes: new Uint8Array(32) },
+      "w.scale": { dtype: "F32", shape: [scaleBytes / 4, 1], bytes: new Uint8Array(scaleBytes) },
+    }, { quantflow: JSON.stringify({ format: 1, tensors: { w: rec } }) });
+  const cases: [string, Uint8Array, RegExp][] = [
+    ["a block size that does not divide", file({ ...record, blockSizes: [3, 8] }), /does not divide/],
+    ["a scale tensor of the wrong size", file(record, 12), /"w.scale" holds 12 bytes, 16 expected/],
+    ["an unknown dtype", file({ ...record, dtype: "int7" }), /unknown dtype "int7"/],
+    [
+      "a shape that does not match the data",
+      file({ ...record, shape: [8, 8], blockSizes: [1, 8] }),
+      /"w" holds 32 bytes, 64/,
+    ],
+    ["a missing zero point", file({ ...record, mode: "linear" }), /tensor "w.zero_point" is missing/],
+  ];
+  for (const [label, bytes, message] of cases) {
+    test(`${label} is a FormatError naming the tensor, and nothing is written`, async () => {
+      const input = path();
+      writeFileSync(input, bytes);
+      const output = path();
+      await assert.rejects(
+        dequantizeFile(input, output),
+        (e: unknown) =>
+          e instanceof FormatError && /Cannot dequantize tensor "w": /.test(e.message) && message.test(e.message),
+      );
+      assert.equal(existsSync(output), false);
+    });
+  }
 });
 
 describe("buffer reuse", () => {
