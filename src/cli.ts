@@ -36,6 +36,7 @@ Usage:
       --config FILE.json                 {"global": {...}, "tensors": {"pattern": {...} | null}}
       --report FILE.json                 also write the report as JSON
       --slab-bytes N                     slab budget in bytes (default 4194304)
+      --workers N                        quantize slabs in N worker threads too; same output (default 0)
   quantflow dequantize IN.safetensors -o OUT.safetensors
   quantflow inspect FILE.safetensors [--json]
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
@@ -66,6 +67,7 @@ const QUANTIZE_FLAGS = {
   config: { type: "string" },
   report: { type: "string" },
   "slab-bytes": { type: "string" },
+  workers: { type: "string" },
 } as const;
 
 /** The configuration from a file plus flags; flags override the file's global options. */
@@ -127,6 +129,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
+    workers: integer("workers", values.workers),
     onProgress: (done, total) => bar.update(done, total),
   }).finally(() => bar.finish());
   out(formatReport(report));

@@ -12,6 +12,7 @@ import { ErrorStats } from "../src/error_stats.ts";
 import { floatValues } from "../src/float_values.ts";
 import { isSigned, storesZeroPoint } from "../src/ranges.ts";
 import type { BufferRing } from "../src/buffer_ring.ts";
+import type { SlabWorkers } from "./_slab_workers.ts";
 import { elementCount, floatByteLength, quantizedByteLength, type TensorReport } from "../src/report.ts";
 import { safetensorsCodeOf } from "../src/safetensors_header.ts";
 import { SlabSpool } from "../src/spool.ts";
@@ -199,7 +200,8 @@ export class OnePassJob extends QuantizeJob {
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
   }
 
-  async *accept(slab: Slab): AsyncGenerator<QuantizedSlab> {
+  /** Checks and counts a slab; its rows. */
+  #rows(slab: Slab): number {
     this.progress.advance(slab);
     const rows = slab.data.length / this.#rowLength;
     if (slab.offset % this.#rowLength !== 0 || !Number.isInteger(rows)) {
@@ -207,6 +209,11 @@ export class OnePassJob extends QuantizeJob {
         `Slab of tensor "${this.name}" at element ${slab.offset} does not hold whole rows of ${this.#rowLength} elements`,
       );
     }
+    return rows;
+  }
+
+  async *accept(slab: Slab): AsyncGenerator<QuantizedSlab> {
+    const rows = this.#rows(slab);
     const quantizer = new BlockQuantizer(this.info, [rows, ...this.info.shape.slice(1)]);
     const values = this.values(slab);
     quantizer.observe(values, 0, slab.offset);
@@ -217,6 +224,37 @@ export class OnePassJob extends QuantizeJob {
       offset: (slab.offset / this.#rowLength) * this.#blocksPerRow,
       from: 0,
       to: blocks,
+    });
+  }
+
+  /**
+   * Quantizes a slab in a worker, as {@linkcode accept} would here. The
+   * slab is checked and copied before this returns; the error sums are
+   * merged only when the returned function is called, which the caller does
+   * in slab order so the report's sums add up in the same order.
+   *
+   * @param slab The next slab.
+   * @param workers The workers.
+   * @returns The worker's answer: a function that merges the report's sums and returns the output slab.
+   * @throws {FormatError} When the slab is out of order or not whole rows.
+   */
+  submit(slab: Slab, workers: SlabWorkers): Promise<() => QuantizedSlab> {
+    const rows = this.#rows(slab);
+    const { offset, data: { length } } = slab;
+    const scaleOffset = (offset / this.#rowLength) * this.#blocksPerRow;
+    return workers.quantize(this.info, slab, rows).then((result) => () => {
+      this.zeroRangeBlocks += result.zeroRangeBlocks;
+      if (result.sums) this.errors.add(result.sums, length);
+      const data = isSigned(this.info.dtype) ? new Int8Array(result.q, 0, length) : new Uint8Array(result.q, 0, length);
+      return {
+        kind: "quantized",
+        tensor: this.info,
+        offset,
+        data,
+        scaleOffset,
+        scale: result.scale,
+        ...(result.zeroPoint ? { zeroPoint: result.zeroPoint } : {}),
+      };
     });
   }
 

@@ -59,6 +59,12 @@ export interface QuantizePipelineOptions {
    * @default {false}
    */
   reuseBuffers?: boolean;
+  /**
+   * Web Workers to quantize slabs in, besides this thread (see {@linkcode QuantizeStreamOptions.workers}):
+   * the output is the same whatever the count.
+   * @default {0}
+   */
+  workers?: number;
 }
 
 /** A quantization under way. */
@@ -137,7 +143,7 @@ export async function quantizeSafetensors(
   const { reuseBuffers = false } = options;
   const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
   const { specs, records } = outputPlan(header, config);
-  const stream = new QuantizeStream(config, { onTensor: options.onTensor, reuseBuffers });
+  const stream = new QuantizeStream(config, { onTensor: options.onTensor, reuseBuffers, workers: options.workers });
   const dropped: string[] = [];
 
   let done = 0;

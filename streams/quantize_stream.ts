@@ -11,6 +11,7 @@ import { elementCount, type ModelReport, summarize, type TensorReport } from "..
 import { planTensor } from "../src/tensor_plan.ts";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { pullTransform } from "../src/_pull_transform.ts";
+import { SlabWorkers } from "./_slab_workers.ts";
 import { OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
 
 /** Options of {@linkcode QuantizeStream}. */
@@ -28,6 +29,15 @@ export interface QuantizeStreamOptions {
    * @default {false}
    */
   reuseBuffers?: boolean;
+  /**
+   * Web Workers to quantize in: with N > 0, the slabs of tensors whose scales
+   * follow the rows (per channel on axis 0, per block) are quantized in N
+   * workers, up to N + 1 slabs at a time, and come out in input order with
+   * the same bytes. Other tensors are quantized in this thread. The workers
+   * are terminated when the stream ends, errors or is cancelled.
+   * @default {0}
+   */
+  workers?: number;
 }
 
 function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeConfig {
@@ -97,6 +107,10 @@ export class QuantizeStream {
    * @throws {ConfigError} When an option is invalid.
    */
   constructor(config: QuantizeConfig | QuantizeOptions = {}, options: QuantizeStreamOptions = {}) {
+    const { workers = 0 } = options;
+    if (!Number.isInteger(workers) || workers < 0) {
+      throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
+    }
     const resolved = isConfig(config) ? config : configOf(config);
     const report = (r: TensorReport) => {
       this.#reports.push(r);
@@ -104,7 +118,7 @@ export class QuantizeStream {
     };
     const outputs = options.reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS) : undefined;
     ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
-      quantizeChunks(input, resolved, report, outputs)
+      quantizeChunks(input, resolved, report, outputs, workers)
     ));
   }
 
@@ -114,24 +128,55 @@ export class QuantizeStream {
   }
 }
 
+/** A slab in a worker; `last` is the job it finishes, reported once its output is out. */
+interface Pending {
+  readonly ready: Promise<() => QuantizedSlab>;
+  readonly last?: TensorJob;
+}
+
 async function* quantizeChunks(
   input: ReadableStream<Slab | RawChunk>,
   config: QuantizeConfig,
   report: (r: TensorReport) => void,
   outputs: BufferRing | undefined,
+  workerCount: number,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
   let job: TensorJob | undefined;
+  let workers: SlabWorkers | undefined;
+  // Outputs of slabs in workers, in input order. Only worker outputs wait here: raw chunks and
+  // in-thread outputs may sit in reused buffers (the reader's, `outputs`), so they go out at once,
+  // after everything before them.
+  const pending: Pending[] = [];
+  const head = async (): Promise<QuantizedSlab> => {
+    const { ready, last } = pending.shift()!;
+    const out = (await ready)();
+    if (last) report(last.report());
+    workers!.released(out.data.buffer as ArrayBuffer);
+    return out;
+  };
   const unfinished = (job: TensorJob) => new FormatError(`Tensor "${job.name}" ended before all its elements arrived`);
   try {
     for await (const chunk of input) {
       if (chunk.kind === "raw") {
         if (job) throw unfinished(job);
+        while (pending.length) yield await head();
         if (chunk.offset === 0) report(rawReport(chunk));
         yield chunk;
         continue;
       }
       if (job && job.name !== chunk.tensor.name) throw unfinished(job);
       job ??= startJob(chunk, config, outputs);
+      if (workerCount > 0 && job instanceof OnePassJob) {
+        workers ??= new SlabWorkers(workerCount, outputs !== undefined);
+        const ready = job.submit(chunk, workers);
+        // Awaited in turn; until then a rejection must not count as unhandled.
+        ready.catch(() => {});
+        pending.push({ ready, last: job.done ? job : undefined });
+        if (job.done) job = undefined;
+        while (pending.length > workerCount) yield await head();
+        continue;
+      }
+      while (pending.length) yield await head();
       yield* job.accept(chunk);
       if (job.done) {
         report(job.report());
@@ -139,7 +184,9 @@ async function* quantizeChunks(
       }
     }
     if (job) throw unfinished(job);
+    while (pending.length) yield await head();
   } finally {
     job?.dispose();
+    workers?.close();
   }
 }
