@@ -453,7 +453,8 @@ export class WasmKernels {
    * @param out One quantized value per element (views of `output()` are written in place).
    * @param errorSums When given, and the layout is contiguous, the error sums of
    *   the report (`[sum w^2, sum e^2, max |e|]`, as `ErrorStats` keeps them) are
-   *   added to it while the values are in wasm memory; check the result's `errors`.
+   *   added to it while the values are in wasm memory: they were added exactly
+   *   when the call returns `true` and `layout.contiguous` holds.
    * @returns `false` when the kernels cannot reproduce these parameters or
    *   values exactly (a scale whose `1 / scale` is not the stored inverse, or
    *   non-float16 inputs in float16 arithmetic); `out` is then unspecified and
