@@ -34,6 +34,12 @@ export interface KernelResult {
   /** `deno 2.9.6`, `bun 1.4.5`, `numpy 2.x`. */
   readonly runtime: string;
   readonly job: string;
+  /**
+   * `fresh`: a new output array per call (page-faulted in as it is written);
+   * `reused`: one output array passed to every call, as the streaming pipeline
+   * runs the kernel. numpy results have no such field.
+   */
+  readonly output?: "fresh" | "reused";
   readonly elements: number;
   readonly rounds: number;
   readonly bestMs: number;
@@ -112,34 +118,46 @@ export function benchKernels(
   warmup: number,
   jobs: readonly (typeof JOBS)[number][] = JOBS,
 ): KernelResult[] {
-  const JOBS = jobs;
   const tensor = { name: "bench.weight", dtype: "float32", shape: [ROWS, COLS], data } as const;
-  const times = JOBS.map(() => [] as number[]);
-  const sums = JOBS.map(() => undefined as KernelResult["checksum"] | undefined);
+  // Every job twice: into a fresh array, and into one reused array.
+  const variants = jobs.flatMap((job) =>
+    (["fresh", "reused"] as const).map((output) => ({
+      job,
+      output,
+      out: output === "fresh"
+        ? undefined
+        : job.options.dtype === "uint8"
+        ? new Uint8Array(data.length)
+        : new Int8Array(data.length),
+    }))
+  );
+  const times = variants.map(() => [] as number[]);
+  const sums = variants.map(() => undefined as KernelResult["checksum"] | undefined);
   for (let w = 0; w < warmup; w++) {
-    JOBS.forEach((job, j) => {
-      const r = quantizeTensor(tensor, job.options);
+    variants.forEach((v, j) => {
+      const r = quantizeTensor(tensor, v.job.options, v.out);
       sums[j] ??= checksum(r);
       keepAlive[j] = r;
     });
   }
   for (let round = 0; round < rounds; round++) {
-    const order = round % 2 ? [...JOBS.keys()].reverse() : [...JOBS.keys()];
+    const order = round % 2 ? [...variants.keys()].reverse() : [...variants.keys()];
     for (const j of order) {
       const t0 = performance.now();
-      const r = quantizeTensor(tensor, JOBS[j].options);
+      const r = quantizeTensor(tensor, variants[j].job.options, variants[j].out);
       times[j].push(performance.now() - t0);
       keepAlive[j] = r;
     }
   }
   const runtime = runtimeName();
-  return JOBS.map((job, j) => {
+  return variants.map((v, j) => {
     const bestMs = Math.min(...times[j]);
     const elements = data.length;
     return {
       bench: "kernel",
       runtime,
-      job: job.name,
+      job: v.job.name,
+      output: v.output,
       elements,
       rounds,
       bestMs,
@@ -154,13 +172,13 @@ export function benchKernels(
 /** Formats results as the table every kernel bench prints. */
 export function formatKernelTable(results: readonly KernelResult[]): string {
   const lines = [
-    `${"runtime".padEnd(14)} ${"job".padEnd(28)} ${"best ms".padStart(9)} ${"median ms".padStart(10)} ${
-      "Melem/s".padStart(9)
-    } ${"GB/s".padStart(6)}`,
+    `${"runtime".padEnd(14)} ${"job".padEnd(28)} ${"output".padEnd(7)} ${"best ms".padStart(9)} ${
+      "median ms".padStart(10)
+    } ${"Melem/s".padStart(9)} ${"GB/s".padStart(6)}`,
   ];
   for (const r of results) {
     lines.push(
-      `${r.runtime.padEnd(14)} ${r.job.padEnd(28)} ${r.bestMs.toFixed(1).padStart(9)} ${
+      `${r.runtime.padEnd(14)} ${r.job.padEnd(28)} ${(r.output ?? "").padEnd(7)} ${r.bestMs.toFixed(1).padStart(9)} ${
         r.medianMs.toFixed(1).padStart(10)
       } ${(r.elementsPerSec / 1e6).toFixed(0).padStart(9)} ${r.gbPerSec.toFixed(2).padStart(6)}`,
     );
@@ -250,7 +268,9 @@ function main(): void {
     const same = np.checksum.q === r.checksum.q && np.checksum.scaleBits === r.checksum.scaleBits &&
       np.checksum.zeroPoint === r.checksum.zeroPoint;
     console.log(
-      `ratio ${r.runtime} / ${np.runtime} ${r.job}: ${(r.gbPerSec / np.gbPerSec).toFixed(2)}x throughput ` +
+      `ratio ${r.runtime} (${r.output} output) / ${np.runtime} ${r.job}: ${
+        (r.gbPerSec / np.gbPerSec).toFixed(2)
+      }x throughput ` +
         `(outputs ${same ? "identical" : `DIFFER: ${JSON.stringify(r.checksum)} vs ${JSON.stringify(np.checksum)}`})`,
     );
   }

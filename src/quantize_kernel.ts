@@ -88,9 +88,13 @@ function quantizeRun32(
   qmin: number,
   qmax: number,
 ): void {
-  // Math.min/max clipping ran 35% faster than comparisons in V8 (9% slower in JavaScriptCore).
+  // Clipping before rounding gives the same integer (rounding is monotone and the bounds are integers) and left
+  // V8 and JavaScriptCore a shorter loop than Math.min/max after it: 10-15% faster in both (bench/kernel_js_bench.ts).
+  const lo = qmin - zp;
+  const hi = qmax - zp;
   for (let i = from; i < to; i++) {
-    out[i] = Math.max(qmin, Math.min(qmax, ((Math.fround(values[i] * inv) + R) - R) + zp));
+    const x = Math.fround(values[i] * inv);
+    out[i] = (((x < lo ? lo : x > hi ? hi : x) + R) - R) + zp;
   }
 }
 
@@ -104,5 +108,10 @@ function quantizeRun16(
   qmin: number,
   qmax: number,
 ): void {
-  for (let i = from; i < to; i++) out[i] = Math.max(qmin, Math.min(qmax, ((f16round(values[i] * inv) + R) - R) + zp));
+  const lo = qmin - zp;
+  const hi = qmax - zp;
+  for (let i = from; i < to; i++) {
+    const x = f16round(values[i] * inv);
+    out[i] = (((x < lo ? lo : x > hi ? hi : x) + R) - R) + zp;
+  }
 }

@@ -11,7 +11,15 @@ import { dequantizeValues } from "./dequantize_kernel.ts";
 import { decodeFloat16 } from "./float16.ts";
 import { floatValues } from "./float_values.ts";
 import { planTensor } from "./tensor_plan.ts";
-import type { FloatDType, QuantizedTensor, QuantizeOptions, QuantizeResult, Tensor } from "./types.ts";
+import { isSigned } from "./ranges.ts";
+import type {
+  FloatDType,
+  QuantizedTensor,
+  QuantizedTensorInfo,
+  QuantizeOptions,
+  QuantizeResult,
+  Tensor,
+} from "./types.ts";
 
 const FLOAT_DTYPES: readonly FloatDType[] = ["float32", "float16", "bfloat16"];
 
@@ -27,18 +35,32 @@ function checkTensor(tensor: Tensor): void {
   }
 }
 
+function checkOut(out: Int8Array | Uint8Array, info: QuantizedTensorInfo): void {
+  const want = isSigned(info.dtype) ? Int8Array : Uint8Array;
+  if (!(out instanceof want)) {
+    throw new TypeError(
+      `Tensor "${info.name}": out must be a ${want.name} for dtype ${info.dtype}; got ${out.constructor.name}`,
+    );
+  }
+  const size = info.shape.reduce((a, b) => a * b, 1);
+  if (out.length !== size) throw new RangeError(`Tensor "${info.name}": out has ${out.length} elements; needs ${size}`);
+}
+
 /**
  * Quantizes a tensor with Core ML Tools' numbers (SPEC.md), or says why it
  * is left in float.
  *
  * @param tensor The tensor; float16 and bfloat16 data as raw bits in a `Uint16Array`.
  * @param options Quantization options (defaults: int8, `linear_symmetric`, per channel on axis 0).
+ * @param out Where to put the quantized values instead of a new array (an `Int8Array` for int8/int4, a
+ *   `Uint8Array` for uint8/uint4, one element per value), for callers that quantize many tensors: fresh
+ *   memory is page-faulted in 4 KiB at a time, which costs more than the kernel itself on some machines.
  * @returns The quantized tensor, or a {@linkcode SkippedTensor} with its reason.
  * @throws {NonFiniteError} When the tensor holds NaN or an infinity.
  * @throws {Float16OverflowError} When float16 arithmetic would overflow.
  * @throws {ConfigError} When an option is invalid.
- * @throws {RangeError} When the data length does not match the shape.
- * @throws {ConfigError} When an option is invalid or the channel axis does not exist in the tensor.
+ * @throws {RangeError} When the data length does not match the shape, or `out` has the wrong length.
+ * @throws {TypeError} When `out` is not the array type of the dtype.
  *
  * @example
  * ```ts
@@ -54,16 +76,21 @@ function checkTensor(tensor: Tensor): void {
  * }
  * ```
  */
-export function quantizeTensor(tensor: Tensor, options: QuantizeOptions = {}): QuantizeResult {
+export function quantizeTensor(
+  tensor: Tensor,
+  options: QuantizeOptions = {},
+  out?: Int8Array | Uint8Array,
+): QuantizeResult {
   checkTensor(tensor);
   const plan = planTensor(tensor, options);
   if (plan.kind === "skipped") return plan;
   const { kind: _, ...info } = plan;
+  if (out) checkOut(out, info);
   const values = floatValues(tensor.data, tensor.dtype);
   const quantizer = new BlockQuantizer(info);
   quantizer.observe(values, 0);
   quantizer.finish();
-  const data = quantizer.quantize(values, 0);
+  const data = quantizer.quantize(values, 0, out);
   const zeroPoint = quantizer.zeroPoints();
   return {
     kind: "quantized",

@@ -187,6 +187,38 @@ describe("rounding and float types", () => {
   });
 });
 
+describe("an output array given by the caller", () => {
+  const tensor: Tensor = { name: "w", dtype: "float32", shape: [32, 48], data: new Float32Array(32 * 48) };
+  const next = rng(7);
+  tensor.data.forEach((_, i, a) => a[i] = next() * 2 - 1);
+
+  test("is filled with the same values and returned, for JS and wasm sized tensors", () => {
+    for (const [shape, dtype] of [[[32, 48], "int8"], [[4, 8], "uint8"], [[32, 48], "uint4"]] as const) {
+      const t = { ...tensor, shape: [...shape], data: tensor.data.subarray(0, shape[0] * shape[1]) };
+      const fresh = quantized(t, { dtype });
+      const out = dtype === "int8" ? new Int8Array(t.data.length).fill(99) : new Uint8Array(t.data.length).fill(99);
+      const result = quantizeTensor(t, { weightThreshold: 0, dtype }, out);
+      assert.equal(result.kind, "quantized");
+      if (result.kind !== "quantized") return;
+      assert.equal(result.data, out);
+      assert.deepEqual([...out], [...fresh.data]);
+      assert.deepEqual([...result.scale], [...fresh.scale]);
+    }
+  });
+
+  test("of the wrong type or length is refused before any work", () => {
+    assert.throws(
+      () => quantizeTensor(tensor, { weightThreshold: 0, dtype: "uint8" }, new Int8Array(32 * 48)),
+      (e: unknown) =>
+        e instanceof TypeError && /"w": out must be a Uint8Array for dtype uint8; got Int8Array/.test(e.message),
+    );
+    assert.throws(
+      () => quantizeTensor(tensor, { weightThreshold: 0 }, new Int8Array(10)),
+      (e: unknown) => e instanceof RangeError && /"w": out has 10 elements; needs 1536/.test(e.message),
+    );
+  });
+});
+
 describe("zero ranges", () => {
   test("an all-zero channel in linear mode gets scale 1 and zero point 0", () => {
     const data = new Float32Array(40);
