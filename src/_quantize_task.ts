@@ -29,6 +29,8 @@ export interface SlabTask {
   readonly out?: ArrayBuffer;
   /** Whether to compute the error sums of the report. */
   readonly errorSums: boolean;
+  /** Whether to use the WebAssembly kernels, as the sending thread does (else the JavaScript ones). */
+  readonly wasm: boolean;
 }
 
 /** A quantized slab, as the worker answers. */

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 import { quantizeSlabTask, serializeError, type SlabReply, type SlabTask, transfersOf } from "./_quantize_task.ts";
 
 interface WorkerScope {
@@ -20,6 +21,7 @@ scope.onmessage = ({ data: task }) => {
     if (task.info.sourceDType !== "float32" && (scratch?.length ?? 0) < task.length) {
       scratch = new Float32Array(task.length);
     }
+    setWasmKernelsEnabled(task.wasm);
     const result = quantizeSlabTask(task, scratch);
     scope.postMessage({ ok: true, result }, transfersOf(result));
   } catch (error) {

@@ -37,7 +37,8 @@ export class BlockRange {
     const { mins, maxs } = this;
     // The exact WebAssembly SIMD kernel (src/wasm_kernels.ts) where available.
     const wasm = values.length >= WASM_MIN ? wasmKernels() : undefined;
-    if (wasm) return wasm.observe(values, offset, this.#layout, mins, maxs);
+    const bad = wasm?.observe(values, offset, this.#layout, mins, maxs);
+    if (bad !== undefined) return bad;
     let finite = true;
     this.#layout.forEachRun(offset, values.length, (from, to, block) => {
       if (!rangeRun(values, from, to, mins, maxs, block)) finite = false;

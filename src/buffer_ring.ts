@@ -9,22 +9,29 @@
  * @module
  */
 
+/** Where a ring's memory comes from: at least `byteLength` fresh bytes (JavaScript memory unless told otherwise). */
+export type Allocate = (byteLength: number) => Uint8Array;
+
 /** Reusable buffers, handed out in turn. */
 export class BufferRing {
-  readonly #slots: (ArrayBuffer | undefined)[];
+  readonly #slots: (Uint8Array | undefined)[];
+  readonly #allocate: Allocate;
   #next = 0;
 
   /**
    * Creates the ring; buffers are allocated on first use.
    *
    * @param slots How many buffers take turns.
+   * @param allocate Where slot memory comes from (the quantize pipeline passes a lease of the wasm kernels'
+   *   memory, so that kernels work on the slabs in place).
    * @throws {RangeError} When `slots` is not an integer of at least 2.
    */
-  constructor(slots: number) {
+  constructor(slots: number, allocate: Allocate = (n) => new Uint8Array(n)) {
     if (!Number.isInteger(slots) || slots < 2) {
       throw new RangeError(`A BufferRing needs at least 2 slots, got ${slots}`);
     }
     this.#slots = new Array(slots);
+    this.#allocate = allocate;
   }
 
   /**
@@ -32,15 +39,20 @@ export class BufferRing {
    * a slot too small for it.
    *
    * @param byteLength Bytes needed.
-   * @returns A view of exactly `byteLength` bytes, starting at offset 0 of its buffer.
+   * @returns A view of exactly `byteLength` bytes (its `byteOffset` need not be 0).
    */
   take(byteLength: number): Uint8Array {
     const k = this.#next;
     this.#next = (k + 1) % this.#slots.length;
-    let buffer = this.#slots[k];
-    if (!buffer || buffer.byteLength < byteLength) this.#slots[k] = buffer = new ArrayBuffer(byteLength);
-    return new Uint8Array(buffer, 0, byteLength);
+    let slot = this.#slots[k];
+    if (!slot || slot.length < byteLength) this.#slots[k] = slot = this.#allocate(byteLength);
+    return slot.subarray(0, byteLength);
   }
+}
+
+/** The allocator a `reuseBuffers` option gives: its own, or JavaScript memory for `true`. */
+export function allocatorOf(reuseBuffers: true | Allocate): Allocate | undefined {
+  return reuseBuffers === true ? undefined : reuseBuffers;
 }
 
 /** Slots of the rings the quantize pipeline uses: more than the chunks its streams can hold in flight. */

@@ -21,6 +21,7 @@ import { quantizeFile } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile, readHeader } from "../streams/dequantize_pipeline.ts";
 import { formatCheckpoint, summarizeCheckpoint } from "../streams/inspect.ts";
 import { openFileSource } from "./byte_source.ts";
+import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
 
@@ -35,8 +36,9 @@ Usage:
       --quantize-rank1                   quantize rank-1 tensors per tensor
       --config FILE.json                 {"global": {...}, "tensors": {"pattern": {...} | null}}
       --report FILE.json                 also write the report as JSON
-      --slab-bytes N                     slab budget in bytes (default 4194304)
+      --slab-bytes N                     slab budget in bytes (default 1048576)
       --workers N                        quantize slabs in N worker threads too; same output (default 0)
+      --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
   quantflow dequantize IN.safetensors -o OUT.safetensors
   quantflow inspect FILE.safetensors [--json]
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
@@ -68,6 +70,7 @@ const QUANTIZE_FLAGS = {
   report: { type: "string" },
   "slab-bytes": { type: "string" },
   workers: { type: "string" },
+  "js-kernels": { type: "boolean" },
 } as const;
 
 /** The configuration from a file plus flags; flags override the file's global options. */
@@ -125,6 +128,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const input = oneInput(positionals, "quantize");
   const output = requireOutput(values, "quantize");
   const config = configFrom(values);
+  if (values["js-kernels"]) setWasmKernelsEnabled(false);
   const bar = new ProgressBar("quantizing");
   const report = await quantizeFile(input, output, {
     config,

@@ -49,7 +49,7 @@ export interface KernelParams {
  * @param params Per-block parameters.
  * @param out One quantized value per element.
  * @param errorSums Error sums of the report (`[sum w^2, sum e^2, max |e|]`) to add
- *   to, where the wasm kernel can compute them on the way (contiguous layouts).
+ *   to, computed on the way (one pass over the values, not two) where the layout is contiguous.
  * @returns Whether `errorSums` were added to; if not, the caller computes them.
  */
 export function quantizeValues(
@@ -64,14 +64,40 @@ export function quantizeValues(
     return errorSums !== undefined && layout.contiguous;
   }
   const { inverseScale, zeroPoint, qmin, qmax } = params;
-  const run = params.arithmetic === "float16" ? quantizeRun16 : quantizeRun32;
+  const f16 = params.arithmetic === "float16";
   // Stored through a byte view: an int8 store is the uint8 store of the same value mod 256, and one array type
   // keeps the loop monomorphic.
   const bytes = out instanceof Uint8Array ? out : new Uint8Array(out.buffer, out.byteOffset, out.length);
+  const scale = errorSums && layout.contiguous ? scalesOf(params) : undefined;
+  if (errorSums && scale) {
+    const run = f16 ? quantizeErrorRun16 : quantizeErrorRun32;
+    layout.forEachRun(offset, values.length, (from, to, block) => {
+      run(values, bytes, from, to, inverseScale[block], scale[block], zeroPoint[block], qmin, qmax, errorSums);
+    });
+    return true;
+  }
+  const run = f16 ? quantizeRun16 : quantizeRun32;
   layout.forEachRun(offset, values.length, (from, to, block) => {
     run(values, bytes, from, to, inverseScale[block], zeroPoint[block], qmin, qmax);
   });
   return false;
+}
+
+const scaleCache = new WeakMap<KernelParams, Float64Array | null>();
+
+/**
+ * The scales behind `params.inverseScale`: `fround(1 / (1 / s))` recovers
+ * every float32 (and so float16) scale exactly; checked, and `undefined` for
+ * parameters it does not recover (the caller then measures the error apart).
+ */
+function scalesOf(params: KernelParams): Float64Array | undefined {
+  let scales = scaleCache.get(params);
+  if (scales === undefined) {
+    scales = params.inverseScale.map((inv) => Math.fround(1 / inv));
+    if (!scales.every((s, k) => 1 / s === params.inverseScale[k])) scales = null;
+    scaleCache.set(params, scales);
+  }
+  return scales ?? undefined;
 }
 
 // The hot loops are top-level functions taking everything as arguments, with
@@ -114,4 +140,71 @@ function quantizeRun16(
     const x = f16round(values[i] * inv);
     out[i] = (((x < lo ? lo : x > hi ? hi : x) + R) - R) + zp;
   }
+}
+
+// Quantize and measure the error in one pass, with the arithmetic of ErrorStats (src/error_stats.ts): the
+// dequantized value is `s * (q - zp)` in float64, and `q - zp` is the clipped, rounded quotient itself.
+
+function quantizeErrorRun32(
+  values: Float32Array,
+  out: Uint8Array,
+  from: number,
+  to: number,
+  inv: number,
+  s: number,
+  zp: number,
+  qmin: number,
+  qmax: number,
+  sums: Float64Array,
+): void {
+  const lo = qmin - zp;
+  const hi = qmax - zp;
+  let signal = 0;
+  let error = 0;
+  let maxAbs = sums[2];
+  for (let i = from; i < to; i++) {
+    const w = values[i];
+    const x = Math.fround(w * inv);
+    const r = ((x < lo ? lo : x > hi ? hi : x) + R) - R;
+    out[i] = r + zp;
+    const e = w - s * r;
+    signal += w * w;
+    error += e * e;
+    maxAbs = Math.max(maxAbs, Math.abs(e));
+  }
+  sums[0] += signal;
+  sums[1] += error;
+  sums[2] = maxAbs;
+}
+
+function quantizeErrorRun16(
+  values: Float32Array,
+  out: Uint8Array,
+  from: number,
+  to: number,
+  inv: number,
+  s: number,
+  zp: number,
+  qmin: number,
+  qmax: number,
+  sums: Float64Array,
+): void {
+  const lo = qmin - zp;
+  const hi = qmax - zp;
+  let signal = 0;
+  let error = 0;
+  let maxAbs = sums[2];
+  for (let i = from; i < to; i++) {
+    const w = values[i];
+    const x = f16round(w * inv);
+    const r = ((x < lo ? lo : x > hi ? hi : x) + R) - R;
+    out[i] = r + zp;
+    const e = w - s * r;
+    signal += w * w;
+    error += e * e;
+    maxAbs = Math.max(maxAbs, Math.abs(e));
+  }
+  sums[0] += signal;
+  sums[1] += error;
+  sums[2] = maxAbs;
 }

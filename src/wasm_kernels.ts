@@ -122,6 +122,24 @@ interface Exports {
   decode_bf16(inp: number, out: number, n: number): void;
 }
 
+/** Memory of a {@linkcode WasmKernels.lease}: slab buffers inside the kernels' memory. */
+export interface WasmLease {
+  /**
+   * A view of at least `byteLength` bytes inside the lease (64-byte aligned,
+   * not handed out before), or of fresh JavaScript memory once the lease is
+   * used up or released.
+   */
+  allocate(byteLength: number): Uint8Array;
+  /** Ends the lease: its buffers may be reused by the next lease, and the memory may grow again. */
+  release(): void;
+}
+
+/** Thrown inside the kernels when the memory would have to grow under a lease; never escapes. */
+class GrowthBlocked extends Error {}
+
+/** Blocks reserved for a lease: more than one slab of the default budget can hold. */
+const LEASE_BLOCKS = 1 << 20;
+
 /** Bits of 1.5 * 2^23 in float32: the integer bias of the rounding trick. */
 const MAGIC_BITS = 0x4b400000;
 /** Elements staged per call when the caller's arrays live outside the wasm memory (L2-sized). */
@@ -194,6 +212,8 @@ export class WasmKernels {
   #f64!: Float64Array;
   #params: KernelParams | undefined;
   #paramsFloat16 = false;
+  /** The memory of the last lease, reused by the next; `leased` while one is out (the memory must not grow). */
+  #lease: { at: number; bytes: number; leased: boolean } | undefined;
 
   /** Use {@linkcode createWasmKernels} or {@linkcode wasmKernels}. */
   constructor(module: WebAssembly.Module, options: WasmKernelsOptions = {}) {
@@ -223,8 +243,53 @@ export class WasmKernels {
 
   #ensure(bytes: number): void {
     const have = this.#memory.buffer.byteLength;
-    if (bytes > have) this.#memory.grow(Math.ceil((bytes - have) / PAGE));
+    if (bytes > have) {
+      // Growing would detach the views of a lease still in use: the caller falls back to JavaScript.
+      if (this.#lease?.leased) throw new GrowthBlocked();
+      this.#memory.grow(Math.ceil((bytes - have) / PAGE));
+    }
     this.#views();
+  }
+
+  /**
+   * Lends `byteLength` bytes of this instance's memory for slab buffers, so
+   * that data read into them is quantized in place, without staging copies.
+   * While the lease is out the memory does not grow: a call that would need
+   * more block room than reserved (more than 2^20 blocks in one call) runs
+   * the JavaScript kernels instead, with the same result. One lease at a
+   * time: while one is out, another is refused.
+   *
+   * @param byteLength Bytes wanted.
+   * @param slotBytes Smallest buffer handed out: a ring whose first slab is small then keeps its slot for the
+   *   larger ones that follow, instead of taking another.
+   * @returns The lease, or `undefined` when another lease is out.
+   */
+  lease(byteLength: number, slotBytes = 0): WasmLease | undefined {
+    if (this.#lease?.leased) return undefined;
+    // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
+    this.reserveBlocks(LEASE_BLOCKS);
+    this.#reserveRows(STAGE + 1);
+    if (!this.#lease || this.#lease.bytes < byteLength) {
+      this.#lease = { at: this.#alloc(byteLength), bytes: byteLength, leased: false };
+    }
+    const state = this.#lease;
+    state.leased = true;
+    let used = 0;
+    let released = false;
+    return {
+      allocate: (n: number): Uint8Array => {
+        const length = Math.max(n, slotBytes);
+        if (released || used + align(length) > state.bytes) return new Uint8Array(n);
+        const view = new Uint8Array(this.#memory.buffer, state.at + used, length);
+        used += align(length);
+        return view;
+      },
+      release: () => {
+        if (released) return;
+        released = true;
+        state.leased = false;
+      },
+    };
   }
 
   #views(): void {
@@ -238,8 +303,8 @@ export class WasmKernels {
 
   #alloc(bytes: number): number {
     const at = this.#top;
-    this.#top += align(bytes);
-    this.#ensure(this.#top);
+    this.#ensure(at + align(bytes));
+    this.#top = at + align(bytes);
     return at;
   }
 
@@ -252,6 +317,7 @@ export class WasmKernels {
   reserveBlocks(count: number): void {
     if (count <= this.#blockCapacity) return;
     const n = Math.max(count, 2 * this.#blockCapacity);
+    this.#ensure(this.#top + 4 * align(4 * n)); // all four or none
     const old = this.#params;
     this.#scales = this.#alloc(4 * n);
     this.#biases = this.#alloc(4 * n);
@@ -468,6 +534,22 @@ export class WasmKernels {
     out: Int8Array | Uint8Array,
     errorSums?: Float64Array,
   ): boolean {
+    try {
+      return this.#quantize(values, offset, layout, params, out, errorSums);
+    } catch (e) {
+      if (e instanceof GrowthBlocked) return false;
+      throw e;
+    }
+  }
+
+  #quantize(
+    values: Float32Array,
+    offset: number,
+    layout: BlockLayout,
+    params: KernelParams,
+    out: Int8Array | Uint8Array,
+    errorSums?: Float64Array,
+  ): boolean {
     const n = values.length;
     if (n === 0) return true;
     if (out.length < n) throw new RangeError(`Output holds ${out.length} values, ${n} needed`);
@@ -479,7 +561,8 @@ export class WasmKernels {
     const f16 = this.#paramsFloat16 ? 1 : 0;
     const { qmin, qmax } = params;
     const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
-    const step = inPtr >= 0 && outPtr >= 0 ? n : STAGE;
+    // In place or staged, STAGE elements at a time: the error sums then read values still in cache.
+    const step = STAGE;
     // Error sums ride along where the values are in wasm memory anyway (contiguous layouts only).
     const sums = errorSums !== undefined && layout.contiguous;
     if (sums) this.#f64.set(errorSums, SUMS >> 3);
@@ -581,14 +664,31 @@ export class WasmKernels {
    * @param layout The block layout.
    * @param mins Minimum per block (float32 values or +-Infinity); updated.
    * @param maxs Maximum per block; updated.
-   * @returns The index in `values` of the first NaN or infinity, or -1 when all are finite.
+   * @returns The index in `values` of the first NaN or infinity, or -1 when all are finite; `undefined`
+   *   when the memory would have to grow under a lease (the ranges then hold some of the values: folding
+   *   them all again with the JavaScript kernel gives the same result).
    */
-  observe(values: Float32Array, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
+  observe(
+    values: Float32Array,
+    offset: number,
+    layout: BlockLayout,
+    mins: Float64Array,
+    maxs: Float64Array,
+  ): number | undefined {
+    try {
+      return this.#observe(values, offset, layout, mins, maxs);
+    } catch (e) {
+      if (e instanceof GrowthBlocked) return undefined;
+      throw e;
+    }
+  }
+
+  #observe(values: Float32Array, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
     const n = values.length;
     if (n === 0) return -1;
     const buffer = this.#memory.buffer;
     const inPtr = values.buffer === buffer ? values.byteOffset : -1;
-    const step = inPtr >= 0 ? n : STAGE;
+    const step = STAGE;
     let bad = 0;
     for (let i = 0; i < n; i += step) {
       const len = Math.min(step, n - i);

@@ -10,6 +10,7 @@
 import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import type { SlabResult, SlabTask } from "../src/_quantize_task.ts";
 import { WorkerPool } from "../src/_worker_pool.ts";
+import { wasmKernels } from "../src/wasm_kernels.ts";
 import type { QuantizedTensorInfo, Slab } from "../src/types.ts";
 
 /** Quantizes slabs in a pool of workers. */
@@ -48,7 +49,16 @@ export class SlabWorkers {
     new Uint8Array(data, 0, byteLength).set(new Uint8Array(source.buffer, source.byteOffset, byteLength));
     const outputs = this.#outputs;
     const out = outputs && outputs.length >= PIPELINE_RING_SLOTS ? outputs.shift() : undefined;
-    const task: SlabTask = { info, rows, offset: slab.offset, length: source.length, data, out, errorSums: true };
+    const task: SlabTask = {
+      info,
+      rows,
+      offset: slab.offset,
+      length: source.length,
+      data,
+      out,
+      errorSums: true,
+      wasm: wasmKernels() !== undefined,
+    };
     return this.#pool.run(task, out ? [data, out] : [data]).then((result) => {
       this.#inputs.push(result.data);
       return result;

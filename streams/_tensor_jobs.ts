@@ -146,7 +146,8 @@ abstract class QuantizeJob implements TensorJob {
     scales: { offset: number; from: number; to: number },
   ): QuantizedSlab {
     const bytes = this.outputs?.take(values.length);
-    const out = bytes && (isSigned(this.info.dtype) ? new Int8Array(bytes.buffer, 0, values.length) : bytes);
+    const out = bytes &&
+      (isSigned(this.info.dtype) ? new Int8Array(bytes.buffer, bytes.byteOffset, values.length) : bytes);
     const data = quantizer.quantize(values, valueOffset, out, this.errors);
     const zeroPoint = storesZeroPoint(this.info.dtype, this.info.mode)
       ? { zeroPoint: quantizer.zeroPoints(scales.from, scales.to) }

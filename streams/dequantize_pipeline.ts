@@ -20,6 +20,7 @@ import {
   safetensorsHeaderSize,
 } from "../src/safetensors_header.ts";
 import type { RawChunk } from "../src/types.ts";
+import { DEFAULT_SLAB_BYTES } from "./safetensors_source.ts";
 import { QUANTFLOW_METADATA_KEY, type QuantizedTensorRecord } from "./quantize_pipeline.ts";
 import { type OutputTensorSpec, SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 
@@ -27,7 +28,7 @@ import { type OutputTensorSpec, SafetensorsEncodeStream, writeFileAtomically } f
 export interface DequantizeFileOptions {
   /**
    * Byte budget of the quantized data read at a time.
-   * @default {4194304}
+   * @default {1048576}
    */
   slabBytes?: number;
 }
@@ -212,7 +213,7 @@ export async function dequantizeFile(
       };
     });
     const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
-    await ReadableStream.from(dequantizedChunks(source, header, records, options.slabBytes ?? 4 * 1024 * 1024))
+    await ReadableStream.from(dequantizedChunks(source, header, records, options.slabBytes ?? DEFAULT_SLAB_BYTES))
       .pipeThrough(new SafetensorsEncodeStream(specs, metadata))
       .pipeTo(writeFileAtomically(outputPath));
     return Object.keys(records).length;

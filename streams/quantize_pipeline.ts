@@ -16,7 +16,10 @@ import {
   SafetensorsEncodeStream,
   writeFileAtomically,
 } from "./safetensors_sink.ts";
-import { readSafetensors } from "./safetensors_source.ts";
+import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
+import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { wasmKernels } from "../src/wasm_kernels.ts";
+import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
 export type OutputFormat = "safetensors" | "arrows";
@@ -38,7 +41,7 @@ export interface QuantizePipelineOptions {
   format?: OutputFormat;
   /**
    * Byte budget of one slab.
-   * @default {4194304}
+   * @default {1048576}
    */
   slabBytes?: number;
   /**
@@ -54,11 +57,13 @@ export interface QuantizePipelineOptions {
   /**
    * Reuse a small ring of slab buffers for input and output instead of fresh
    * memory (several times faster). Only for a consumer that is done with each
-   * output chunk before reading about 7 more, such as a file writer;
-   * {@linkcode quantizeFile} turns it on.
+   * output chunk before it reads the next (a two-pass tensor reads its whole
+   * first pass through the input ring before its first output), such as a
+   * synchronous file writer; {@linkcode quantizeFile} turns it on. A function
+   * instead of `true` says where the buffers' memory comes from.
    * @default {false}
    */
-  reuseBuffers?: boolean;
+  reuseBuffers?: boolean | Allocate;
   /**
    * Web Workers to quantize slabs in, besides this thread (see {@linkcode QuantizeStreamOptions.workers}):
    * the output is the same whatever the count.
@@ -143,7 +148,12 @@ export async function quantizeSafetensors(
   const { reuseBuffers = false } = options;
   const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
   const { specs, records } = outputPlan(header, config);
-  const stream = new QuantizeStream(config, { onTensor: options.onTensor, reuseBuffers, workers: options.workers });
+  const gcHint = bunGcHint();
+  const onTensor = (report: TensorReport) => {
+    gcHint(report.originalBytes);
+    options.onTensor?.(report);
+  };
+  const stream = new QuantizeStream(config, { onTensor, reuseBuffers, workers: options.workers });
   const dropped: string[] = [];
 
   let done = 0;
@@ -200,8 +210,16 @@ export async function quantizeFile(
   options: QuantizePipelineOptions = {},
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
-  // The file writer is done with each chunk when its write returns: buffers can be reused.
-  const job = await quantizeSafetensors(inputPath, { reuseBuffers: true, ...options, format });
-  await job.output.pipeTo(writeFileAtomically(outputPath));
-  return job.report();
+  // The file writer is done with each chunk when its write returns: buffers can be reused. Inside the wasm
+  // kernels' memory (input, re-read and output rings), the kernels work on the slabs where they were read.
+  const slotBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
+  const lease = wasmKernels()?.lease(3 * PIPELINE_RING_SLOTS * (slotBytes + 512), slotBytes);
+  try {
+    const reuseBuffers = lease?.allocate ?? true;
+    const job = await quantizeSafetensors(inputPath, { reuseBuffers, ...options, format });
+    await job.output.pipeTo(writeFileAtomically(outputPath));
+    return job.report();
+  } finally {
+    lease?.release();
+  }
 }

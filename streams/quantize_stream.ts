@@ -3,7 +3,7 @@
  *
  * @module
  */
-import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { type Allocate, allocatorOf, BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
 import { FormatError } from "../src/errors.ts";
 import { dtypeSize } from "../src/safetensors_header.ts";
@@ -26,9 +26,10 @@ export interface QuantizeStreamOptions {
    * memory per slab (much faster). A slab's `data` is then overwritten once 7
    * further slabs have been produced: only for consumers that are done with
    * each slab by then, as a file writer is.
+   * A function instead of `true` says where the buffers' memory comes from.
    * @default {false}
    */
-  reuseBuffers?: boolean;
+  reuseBuffers?: boolean | Allocate;
   /**
    * Web Workers to quantize in: with N > 0, the slabs of tensors whose scales
    * follow the rows (per channel on axis 0, per block) are quantized in N
@@ -116,7 +117,8 @@ export class QuantizeStream {
       this.#reports.push(r);
       options.onTensor?.(r);
     };
-    const outputs = options.reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS) : undefined;
+    const { reuseBuffers } = options;
+    const outputs = reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocatorOf(reuseBuffers)) : undefined;
     ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
       quantizeChunks(input, resolved, report, outputs, workers)
     ));

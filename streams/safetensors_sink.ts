@@ -386,6 +386,10 @@ export function writeFileAtomically(
       unlinkSync(temp);
     } catch { /* never created, or already removed */ }
   };
+  // Synchronous writes on purpose: a chunk may sit in a reused slab buffer (quantizeFile's rings), which is
+  // safe only because it is written the moment it arrives. An asynchronous write leaves it in flight while a
+  // two-pass tensor reads its whole first pass through the same ring (tests/quantize_pipeline_test.ts caught
+  // that in Bun), and was no faster in our measurements.
   return new WritableStream<Uint8Array>({
     write(chunk) {
       try {

@@ -10,6 +10,7 @@ import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { main } from "../src/cli.ts";
 import { encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
 import { tinyGpt2 } from "../src/demo_model.ts";
+import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
 import { rng } from "./_reference.ts";
 import { bytesOf, checkpoint, rawFile, readCheckpoint } from "./_checkpoint.ts";
 
@@ -173,6 +174,36 @@ describe("dequantize checks the quantization records first", () => {
 });
 
 describe("buffer reuse", () => {
+  test("slabs read into the wasm kernels' memory and quantized in place give the JavaScript kernels' bytes", async () => {
+    const model = tinyGpt2({ layers: 2, hidden: 64 });
+    const input = path();
+    writeFileSync(input, model);
+    const configs = [
+      parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } }),
+      parseConfig({ global: { granularity: "per_tensor", dtype: "int4", mode: "linear" } }),
+      parseConfig({ global: { granularity: "per_block", blockSize: 16, dtype: "uint8" } }),
+    ];
+    for (const config of configs) {
+      for (const format of ["safetensors", "arrows"] as const) {
+        const ext = format === "arrows" ? ".arrows" : ".safetensors";
+        // 4 KiB slabs (1024 float32 values, above the wasm threshold): the rings wrap many times.
+        const leased = path() + ext;
+        await quantizeFile(input, leased, { config, slabBytes: 4096 });
+        const plain = path() + ext;
+        setWasmKernelsEnabled(false);
+        try {
+          await quantizeFile(input, plain, { config, slabBytes: 4096 });
+        } finally {
+          setWasmKernelsEnabled(true);
+        }
+        assert.deepEqual(readFileSync(leased), readFileSync(plain), `${format} ${JSON.stringify(config.global)}`);
+      }
+    }
+    const lease = wasmKernels()?.lease(1);
+    assert.ok(lease, "the job released its lease");
+    lease.release();
+  });
+
   test("reusing slab buffers changes no byte of the output, in either format", async () => {
     const model = tinyGpt2({ layers: 2, hidden: 64 });
     const configs = [

@@ -229,12 +229,12 @@ test("readSafetensors chunks raw tensors in whole elements under the budget", as
   }
 });
 
-test("readSafetensors uses 4 MiB slabs by default", async () => {
-  const data = new Float32Array(1100 * 1024).map((_, i) => i % 251);
-  const file = buildFile([{ name: "big", dtype: "F32", shape: [1100, 1024], bytes: bytesOf(data) }]);
+test("readSafetensors uses 1 MiB slabs by default", async () => {
+  const data = new Float32Array(300 * 1024).map((_, i) => i % 251);
+  const file = buildFile([{ name: "big", dtype: "F32", shape: [300, 1024], bytes: bytesOf(data) }]);
   const chunks = await collect((await readSafetensors(file)).chunks) as Slab[];
-  assert.deepEqual(chunks.map((c) => [c.offset, c.data.length]), [[0, 1024 * 1024], [1024 * 1024, 76 * 1024]]);
-  assert.deepEqual(chunks[1].data, data.subarray(1024 * 1024));
+  assert.deepEqual(chunks.map((c) => [c.offset, c.data.length]), [[0, 256 * 1024], [256 * 1024, 44 * 1024]]);
+  assert.deepEqual(chunks[1].data, data.subarray(256 * 1024));
 });
 
 test("readSafetensors slabs of a file or buffer re-read the same tensor through source", async () => {

@@ -481,6 +481,69 @@ test("quantize adds the report's error sums as ErrorStats computes them, for con
   }
 });
 
+test("the JavaScript kernel adds the same error sums as ErrorStats in its single pass", () => {
+  const next = rng(78);
+  for (const [shape, sizes] of [[[64, 100], [1, 0]], [[64, 100], [0, 0]], [[32, 96], [1, 8]]] as const) {
+    const layout = new BlockLayout(shape, sizes);
+    for (const arithmetic of ARITHMETIC) {
+      const round = arithmetic === "float16" ? f16round : Math.fround;
+      const values = Float32Array.from({ length: layout.size }, (_, i) => round((next() - 0.5) * (1 + (i % 9))));
+      for (const mode of MODES) {
+        for (const dtype of DTYPES) {
+          const params = paramsFor(values, layout, mode, dtype, arithmetic);
+          const signed = isSigned(dtype);
+          const q = reference(values, 0, layout, params, signed);
+          const expected = new ErrorStats();
+          const scale = Float64Array.from(params.inverseScale, (inv) => Math.fround(1 / inv));
+          expected.observe(values, 0, layout, q, scale, params.zeroPoint);
+          const sums = new Float64Array(3);
+          const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
+          assert.ok(quantizeValues(values, 0, layout, params, out, sums));
+          const where = `shape [${shape}] blocks [${sizes}] ${arithmetic} ${mode} ${dtype}`;
+          assert.deepEqual(bytes(out), bytes(q), where);
+          assert.deepEqual([...sums], [expected.signalEnergy, expected.errorEnergy, expected.maxAbsError], where);
+        }
+      }
+    }
+  }
+});
+
+test("a lease holds slab buffers in wasm memory that no kernel call detaches", () => {
+  const k = kernels({ capacity: 1024, blockCapacity: 16 });
+  const lease = k.lease(1 << 20, 4096);
+  assert.ok(lease);
+  assert.equal(k.lease(1024), undefined, "one lease at a time");
+  const slab = lease.allocate(100);
+  assert.equal(slab.length, 4096, "at least slotBytes");
+  assert.equal(slab.buffer, k.input(1).buffer, "inside the kernels' memory");
+  assert.notEqual(lease.allocate(1 << 20).buffer, slab.buffer, "JavaScript memory once the lease is used up");
+
+  // A slab read into the lease is quantized in place, with the bytes of the JavaScript kernel.
+  const layout = new BlockLayout([16, 64], [1, 0]);
+  const next = rng(79);
+  const values = new Float32Array(slab.buffer, slab.byteOffset, layout.size);
+  values.forEach((_, i, a) => a[i] = next() - 0.5);
+  const params = paramsFor(values, layout, "linear_symmetric", "int8", "float32");
+  const out = new Int8Array(lease.allocate(layout.size).buffer, slab.byteOffset + 4096, layout.size);
+  assert.ok(k.quantize(values, 0, layout, params, out));
+  assert.deepEqual(bytes(out), bytes(reference(values, 0, layout, params, true)));
+
+  // More blocks than the lease reserved: the memory may not grow, so the call declines (JavaScript takes
+  // over) and the slab stays readable.
+  const many = new BlockLayout([(1 << 20) + 1, 1], [1, 0]);
+  const wide = Float32Array.from({ length: many.size }, (_, i) => i % 7);
+  const wideParams = paramsFor(wide, many, "linear_symmetric", "int8", "float32");
+  const before = k.input(1).buffer.byteLength;
+  assert.equal(k.quantize(wide, 0, many, wideParams, new Int8Array(many.size)), false);
+  assert.equal(k.input(1).buffer.byteLength, before);
+  assert.equal(values.length, layout.size, "not detached");
+
+  lease.release();
+  assert.ok(k.quantize(wide, 0, many, wideParams, new Int8Array(many.size)), "after release the memory grows");
+  assert.equal(values.length, 0, "and earlier views are detached: why the lease holds growth back");
+  assert.ok(k.lease(1024), "a new lease once the last was released");
+});
+
 test("createWasmKernels rejects bad pool sizes", () => {
   assert.throws(() => createWasmKernels({ capacity: 0 }), RangeError);
   assert.throws(() => createWasmKernels({ capacity: 1.5 }), RangeError);

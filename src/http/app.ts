@@ -54,7 +54,7 @@ export interface CreateAppOptions {
   maxConcurrent?: number;
   /**
    * Byte budget of one slab: with `maxConcurrent`, this bounds memory.
-   * @default {4194304}
+   * @default {1048576}
    */
   slabBytes?: number;
   /**
@@ -164,7 +164,7 @@ export interface QuantflowApp {
 export function createApp(options: CreateAppOptions = {}): QuantflowApp {
   const maxBodyBytes = positiveInteger("maxBodyBytes", options.maxBodyBytes ?? 2 * GiB);
   const gate = new ConcurrencyGate(positiveInteger("maxConcurrent", options.maxConcurrent ?? 4));
-  const slabBytes = positiveInteger("slabBytes", options.slabBytes ?? 4 * MiB);
+  const slabBytes = positiveInteger("slabBytes", options.slabBytes ?? MiB);
   const maxHeaderBytes = positiveInteger("maxHeaderBytes", options.maxHeaderBytes ?? 16 * MiB);
   const maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes ?? 64 * MiB);
   const retryAfter = positiveInteger("retryAfterSeconds", options.retryAfterSeconds ?? 1);

@@ -18,7 +18,7 @@ Options:
       --host HOST           interface to listen on (default 127.0.0.1)
       --max-body BYTES      largest request body (default 2147483648, 2 GiB)
       --max-concurrent N    requests at work at once; more get 503 (default 4)
-      --slab-bytes BYTES    slab budget per request (default 4194304)
+      --slab-bytes BYTES    slab budget per request (default 1048576)
       --tmp-dir DIR         directory for dequantization's temporary files
   -h, --help                show this help
 `;
