@@ -23,7 +23,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { setWasmKernelsEnabled } from "../src/wasm_kernels.ts";
+import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
 import { quantizeTensor } from "../src/quantize_tensor.ts";
 import type { QuantizeOptions, QuantizeResult } from "../src/types.ts";
 import { fillValues } from "./make_checkpoint.ts";
@@ -40,6 +40,8 @@ export interface KernelResult {
    * runs the kernel. numpy results have no such field.
    */
   readonly output?: "fresh" | "reused";
+  /** Which kernels ran: the default WebAssembly SIMD ones, or the plain JavaScript ones (`--no-wasm`). */
+  readonly kernels?: "wasm" | "js";
   readonly elements: number;
   readonly rounds: number;
   readonly bestMs: number;
@@ -158,6 +160,7 @@ export function benchKernels(
       runtime,
       job: v.job.name,
       output: v.output,
+      kernels: wasmKernels() ? "wasm" : "js",
       elements,
       rounds,
       bestMs,
@@ -172,15 +175,17 @@ export function benchKernels(
 /** Formats results as the table every kernel bench prints. */
 export function formatKernelTable(results: readonly KernelResult[]): string {
   const lines = [
-    `${"runtime".padEnd(14)} ${"job".padEnd(28)} ${"output".padEnd(7)} ${"best ms".padStart(9)} ${
-      "median ms".padStart(10)
-    } ${"Melem/s".padStart(9)} ${"GB/s".padStart(6)}`,
+    `${"runtime".padEnd(14)} ${"kernels".padEnd(7)} ${"job".padEnd(28)} ${"output".padEnd(7)} ${
+      "best ms".padStart(9)
+    } ${"median ms".padStart(10)} ${"Melem/s".padStart(9)} ${"GB/s".padStart(6)}`,
   ];
   for (const r of results) {
     lines.push(
-      `${r.runtime.padEnd(14)} ${r.job.padEnd(28)} ${(r.output ?? "").padEnd(7)} ${r.bestMs.toFixed(1).padStart(9)} ${
-        r.medianMs.toFixed(1).padStart(10)
-      } ${(r.elementsPerSec / 1e6).toFixed(0).padStart(9)} ${r.gbPerSec.toFixed(2).padStart(6)}`,
+      `${r.runtime.padEnd(14)} ${(r.kernels ?? "").padEnd(7)} ${r.job.padEnd(28)} ${(r.output ?? "").padEnd(7)} ${
+        r.bestMs.toFixed(1).padStart(9)
+      } ${r.medianMs.toFixed(1).padStart(10)} ${(r.elementsPerSec / 1e6).toFixed(0).padStart(9)} ${
+        r.gbPerSec.toFixed(2).padStart(6)
+      }`,
     );
   }
   return lines.join("\n");
@@ -268,7 +273,7 @@ function main(): void {
     const same = np.checksum.q === r.checksum.q && np.checksum.scaleBits === r.checksum.scaleBits &&
       np.checksum.zeroPoint === r.checksum.zeroPoint;
     console.log(
-      `ratio ${r.runtime} (${r.output} output) / ${np.runtime} ${r.job}: ${
+      `ratio ${r.runtime} ${r.kernels} kernels (${r.output} output) / ${np.runtime} ${r.job}: ${
         (r.gbPerSec / np.gbPerSec).toFixed(2)
       }x throughput ` +
         `(outputs ${same ? "identical" : `DIFFER: ${JSON.stringify(r.checksum)} vs ${JSON.stringify(np.checksum)}`})`,

@@ -9,7 +9,7 @@
  * deno task bench --runtimes deno  # skip Bun
  * ```
  *
- * Other flags (`--reps`, `--keep`, `--no-numpy`) pass through to
+ * Other flags (`--reps`, `--keep`, `--no-numpy`, `--out-dir`) pass through to
  * bench/pipeline_bench.ts. The children's full output, `RESULT {json}` lines
  * included, is saved to bench/data/last_run.log.
  *
@@ -66,6 +66,7 @@ const { values } = parseArgs({
     reps: { type: "string" },
     keep: { type: "boolean", default: false },
     "no-numpy": { type: "boolean", default: false },
+    "out-dir": { type: "string" },
   },
 });
 const runtimes = values.runtimes!.split(",");
@@ -74,7 +75,11 @@ const started = performance.now();
 const kernel: KernelResult[] = [];
 for (const runtime of runtimes) {
   const numpy = runtime === runtimes[0] && !values["no-numpy"] ? [] : ["--no-numpy"];
-  kernel.push(...parseResults<KernelResult>(runTs(runtime, "bench/kernel_js_bench.ts", ["--rounds", "5", ...numpy])));
+  // Issue 2 is about the plain JavaScript kernels; the default (wasm) ones are measured too.
+  for (const kernels of [["--no-wasm"], []]) {
+    const args = ["--rounds", "5", ...kernels, ...(kernels.length ? numpy : ["--no-numpy"])];
+    kernel.push(...parseResults<KernelResult>(runTs(runtime, "bench/kernel_js_bench.ts", args)));
+  }
 }
 
 const pipelineArgs = [
@@ -84,6 +89,7 @@ const pipelineArgs = [
   ...(values.reps ? ["--reps", values.reps] : []),
   ...(values.keep ? ["--keep"] : []),
   ...(values["no-numpy"] ? ["--no-numpy"] : []),
+  ...(values["out-dir"] ? ["--out-dir", values["out-dir"]] : []),
 ];
 const pipelineOut = runTs("deno", "bench/pipeline_bench.ts", pipelineArgs);
 const pipeline = parseResults<CaseSummary & { bench: string }>(pipelineOut).filter((r) =>

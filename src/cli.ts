@@ -130,13 +130,21 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const config = configFrom(values);
   if (values["js-kernels"]) setWasmKernelsEnabled(false);
   const bar = new ProgressBar("quantizing");
+  let inputBytes = 0;
+  const started = performance.now();
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
     workers: integer("workers", values.workers),
-    onProgress: (done, total) => bar.update(done, total),
+    onProgress: (done, total) => {
+      inputBytes = done;
+      bar.update(done, total);
+    },
   }).finally(() => bar.finish());
+  const seconds = (performance.now() - started) / 1000;
   out(formatReport(report));
+  // Header to renamed output, without the runtime's startup: what bench/pipeline_bench.ts compares with numpy.
+  out(`Done in ${seconds.toFixed(3)} s: ${(inputBytes / seconds / 1e9).toFixed(2)} GB/s of tensor data.`);
   const omitted = report.tensors.filter((t) => t.omitted);
   if (omitted.length) {
     console.error(
