@@ -237,7 +237,7 @@ export class WasmKernels {
     this.#stageOut = at, at += align(STAGE);
     this.#top = at;
     this.#ensure(at);
-    this.reserveBlocks(blockCapacity);
+    this.#reserveBlocks(blockCapacity);
     this.#reserveRows(1024);
   }
 
@@ -267,7 +267,7 @@ export class WasmKernels {
   lease(byteLength: number, slotBytes = 0): WasmLease | undefined {
     if (this.#lease?.leased) return undefined;
     // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
-    this.reserveBlocks(LEASE_BLOCKS);
+    this.#reserveBlocks(LEASE_BLOCKS);
     this.#reserveRows(STAGE + 1);
     if (!this.#lease || this.#lease.bytes < byteLength) {
       this.#lease = { at: this.#alloc(byteLength), bytes: byteLength, leased: false };
@@ -313,8 +313,18 @@ export class WasmKernels {
    * memory detaches every view obtained before.
    *
    * @param count Number of blocks.
+   * @throws {RangeError} When the memory would have to grow while a lease is out.
    */
   reserveBlocks(count: number): void {
+    try {
+      this.#reserveBlocks(count);
+    } catch (e) {
+      if (!(e instanceof GrowthBlocked)) throw e;
+      throw new RangeError(`Cannot reserve ${count} blocks: the kernels' memory cannot grow while a lease is out`);
+    }
+  }
+
+  #reserveBlocks(count: number): void {
     if (count <= this.#blockCapacity) return;
     const n = Math.max(count, 2 * this.#blockCapacity);
     this.#ensure(this.#top + 4 * align(4 * n)); // all four or none
@@ -490,7 +500,7 @@ export class WasmKernels {
     if (this.#params === params) return true;
     const { inverseScale, zeroPoint } = params;
     const count = inverseScale.length;
-    this.reserveBlocks(count + 16);
+    this.#reserveBlocks(count + 16);
     const f32 = this.#f32;
     const i32 = this.#i32;
     const s0 = this.#scales >> 2;
@@ -747,7 +757,7 @@ export class WasmKernels {
   }
 
   #stageRanges(mins: Float64Array, maxs: Float64Array, from: number, count: number): void {
-    this.reserveBlocks(count + 16);
+    this.#reserveBlocks(count + 16);
     this.#f32.set(mins.subarray(from, from + count), this.#mins >> 2);
     this.#f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
   }
