@@ -340,11 +340,13 @@ function main(): void {
   }
 
   // The bare kernel, in the same session, per runtime and kernel kind: int8 per channel alone (what the
-  // pipeline runs), into a reused output array as the pipeline runs it. Key: `${runtime} ${kernels}`.
+  // pipeline runs), into a reused output array as the pipeline runs it. Key: `${runtime} ${kernels}`. The
+  // best of 3 processes: one process in four or so ran the JavaScript kernel 1.6x slower (JIT or CPU
+  // placement), which would flatter the pipeline's ratio.
   const kernel = new Map<string, KernelResult>();
   if (!values["no-kernel"]) {
     for (const runtime of runtimes) {
-      for (const kernels of [[], ["--no-wasm"]]) {
+      for (const kernels of [[], ["--no-wasm"], [], ["--no-wasm"], [], ["--no-wasm"]]) {
         const argv = runtime === "deno"
           ? [DENO, "run", "-A", "bench/kernel_js_bench.ts"]
           : [BUN, "bench/kernel_js_bench.ts"];
@@ -360,7 +362,8 @@ function main(): void {
           encoding: "utf8",
         });
         const k = parseResults<KernelResult>(r.stdout ?? "").find((k) => k.output === "reused");
-        if (k) kernel.set(`${runtime} ${k.kernels}`, k);
+        const key = `${runtime} ${k?.kernels}`;
+        if (k && k.elementsPerSec > (kernel.get(key)?.elementsPerSec ?? 0)) kernel.set(key, k);
       }
     }
   }
