@@ -174,15 +174,17 @@ describe("dequantize checks the quantization records first", () => {
 });
 
 describe("buffer reuse", () => {
+  // Axis -1 and per tensor (two passes, a whole first pass through the input ring), per block, 4-bit packing.
+  const configs = [
+    parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } }),
+    parseConfig({ global: { granularity: "per_tensor", dtype: "int4", mode: "linear" } }),
+    parseConfig({ global: { granularity: "per_block", blockSize: 16, dtype: "uint8" } }),
+  ];
+
   test("slabs read into the wasm kernels' memory and quantized in place give the JavaScript kernels' bytes", async () => {
     const model = tinyGpt2({ layers: 2, hidden: 64 });
     const input = path();
     writeFileSync(input, model);
-    const configs = [
-      parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } }),
-      parseConfig({ global: { granularity: "per_tensor", dtype: "int4", mode: "linear" } }),
-      parseConfig({ global: { granularity: "per_block", blockSize: 16, dtype: "uint8" } }),
-    ];
     for (const config of configs) {
       for (const format of ["safetensors", "arrows"] as const) {
         const ext = format === "arrows" ? ".arrows" : ".safetensors";
@@ -206,11 +208,6 @@ describe("buffer reuse", () => {
 
   test("reusing slab buffers changes no byte of the output, in either format", async () => {
     const model = tinyGpt2({ layers: 2, hidden: 64 });
-    const configs = [
-      parseConfig({ tensors: { "*.c_attn.weight": { axis: -1 }, "wte.weight": null } }),
-      parseConfig({ global: { granularity: "per_tensor", dtype: "int4", mode: "linear" } }),
-      parseConfig({ global: { granularity: "per_block", blockSize: 16, dtype: "uint8" } }),
-    ];
     for (const config of configs) {
       for (const format of ["safetensors", "arrows"] as const) {
         // 2 KiB slabs: hundreds of slabs cycle through the 8-slot rings many times over.
