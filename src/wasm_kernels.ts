@@ -410,6 +410,23 @@ export class WasmKernels {
   }
 
   /**
+   * Decodes float16 or bfloat16 bits into float32 values, as `decodeFloat16`
+   * and `decodeBfloat16` do, where both arrays are views of this instance's
+   * memory (the slabs and scratch of a lease).
+   *
+   * @param bits The raw 16-bit values.
+   * @param dtype Their type.
+   * @param out Destination, at least `bits.length` long.
+   * @returns Whether it decoded; if not, the caller decodes in JavaScript.
+   */
+  decode(bits: Uint16Array, dtype: "float16" | "bfloat16", out: Float32Array): boolean {
+    const buffer = this.#memory.buffer;
+    if (bits.buffer !== buffer || out.buffer !== buffer || out.length < bits.length) return false;
+    (dtype === "float16" ? this.#x.decode_f16 : this.#x.decode_bf16)(bits.byteOffset, out.byteOffset, bits.length);
+    return true;
+  }
+
+  /**
    * Decodes bfloat16 bits from `inputBits(n)` into `input(n)`.
    *
    * @param n Number of elements.

@@ -107,20 +107,29 @@ export class SkipJob implements TensorJob {
   dispose(): void {}
 }
 
+/** Memory the jobs of one stream share (one job runs at a time). */
+export interface JobMemory {
+  /** Where quantized values go: a ring of reused buffers, or fresh memory when undefined. */
+  readonly outputs?: BufferRing;
+  /** Float32 room to decode one 16-bit slab into, reused slab after slab. */
+  scratch(length: number): Float32Array;
+}
+
 /** Shared by the quantizing jobs: progress, error sums, scratch, output slabs. */
 abstract class QuantizeJob implements TensorJob {
   protected readonly progress: Progress;
   protected readonly errors = new ErrorStats();
   protected zeroRangeBlocks = 0;
-  #scratch: Float32Array | undefined;
+  protected readonly outputs?: BufferRing;
 
   /**
    * @param tensor The tensor.
    * @param info Its recipe.
-   * @param outputs Where quantized values go: a ring of reused buffers, or fresh memory when undefined.
+   * @param memory Output ring and decoding scratch.
    */
-  constructor(readonly tensor: TensorInfo, readonly info: QuantizedTensorInfo, readonly outputs?: BufferRing) {
+  constructor(readonly tensor: TensorInfo, readonly info: QuantizedTensorInfo, readonly memory: JobMemory) {
     this.progress = new Progress(tensor);
+    this.outputs = memory.outputs;
   }
   get name(): string {
     return this.tensor.name;
@@ -130,12 +139,10 @@ abstract class QuantizeJob implements TensorJob {
   }
   abstract accept(slab: Slab): AsyncGenerator<QuantizedSlab>;
 
-  /** Float32 values of a slab; 16-bit types decode into a reused scratch buffer. */
+  /** Float32 values of a slab; 16-bit types decode into the stream's scratch. */
   protected values(slab: Slab): Float32Array {
-    if (this.tensor.dtype !== "float32" && (this.#scratch?.length ?? 0) < slab.data.length) {
-      this.#scratch = new Float32Array(slab.data.length);
-    }
-    return floatValues(slab.data, this.tensor.dtype, this.#scratch);
+    const scratch = this.tensor.dtype === "float32" ? undefined : this.memory.scratch(slab.data.length);
+    return floatValues(slab.data, this.tensor.dtype, scratch);
   }
 
   protected output(
@@ -195,8 +202,8 @@ export class OnePassJob extends QuantizeJob {
   readonly #rowLength: number;
   readonly #blocksPerRow: number;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, outputs?: BufferRing) {
-    super(tensor, info, outputs);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory) {
+    super(tensor, info, memory);
     this.#rowLength = elementCount(info.shape.slice(1));
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
   }
@@ -282,8 +289,8 @@ export class TwoPassJob extends QuantizeJob {
   #source: SlabSource | undefined;
   #spool: SlabSpool | undefined;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, outputs?: BufferRing) {
-    super(tensor, info, outputs);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory) {
+    super(tensor, info, memory);
     this.#quantizer = new BlockQuantizer(info);
   }
 

@@ -12,7 +12,7 @@ import { planTensor } from "../src/tensor_plan.ts";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { pullTransform } from "../src/_pull_transform.ts";
 import { SlabWorkers } from "./_slab_workers.ts";
-import { OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
+import { type JobMemory, OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
 
 /** Options of {@linkcode QuantizeStream}. */
 export interface QuantizeStreamOptions {
@@ -45,12 +45,32 @@ function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeCon
   return "global" in value && "tensors" in value && Array.isArray(value.tensors);
 }
 
-function startJob(slab: Slab, config: QuantizeConfig, outputs: BufferRing | undefined): TensorJob {
+function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory): TensorJob {
   const { tensor } = slab;
   const plan = planTensor(tensor, optionsFor(config, tensor.name));
   if (plan.kind === "skipped") return new SkipJob(tensor, plan);
   const { kind: _, ...info } = plan;
-  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, outputs) : new TwoPassJob(tensor, info, outputs);
+  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, memory) : new TwoPassJob(tensor, info, memory);
+}
+
+/**
+ * The memory of a stream's jobs. The scratch comes from the same place as the
+ * rings: inside the wasm kernels' memory under quantizeFile's lease, where
+ * 16-bit slabs then decode with the wasm kernel and are quantized in place.
+ */
+function jobMemory(reuseBuffers: boolean | Allocate | undefined): JobMemory {
+  const allocate = (reuseBuffers && allocatorOf(reuseBuffers)) || ((n: number) => new Uint8Array(n));
+  let scratch: Float32Array | undefined;
+  return {
+    outputs: reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocatorOf(reuseBuffers)) : undefined,
+    scratch(length) {
+      if ((scratch?.length ?? 0) < length) {
+        const bytes = allocate(4 * length);
+        scratch = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
+      }
+      return scratch!.subarray(0, length);
+    },
+  };
 }
 
 function rawReport(chunk: RawChunk): TensorReport {
@@ -117,10 +137,9 @@ export class QuantizeStream {
       this.#reports.push(r);
       options.onTensor?.(r);
     };
-    const { reuseBuffers } = options;
-    const outputs = reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocatorOf(reuseBuffers)) : undefined;
+    const memory = jobMemory(options.reuseBuffers);
     ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
-      quantizeChunks(input, resolved, report, outputs, workers)
+      quantizeChunks(input, resolved, report, memory, workers)
     ));
   }
 
@@ -140,7 +159,7 @@ async function* quantizeChunks(
   input: ReadableStream<Slab | RawChunk>,
   config: QuantizeConfig,
   report: (r: TensorReport) => void,
-  outputs: BufferRing | undefined,
+  memory: JobMemory,
   workerCount: number,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
   let job: TensorJob | undefined;
@@ -167,9 +186,9 @@ async function* quantizeChunks(
         continue;
       }
       if (job && job.name !== chunk.tensor.name) throw unfinished(job);
-      job ??= startJob(chunk, config, outputs);
+      job ??= startJob(chunk, config, memory);
       if (workerCount > 0 && job instanceof OnePassJob) {
-        workers ??= new SlabWorkers(workerCount, outputs !== undefined);
+        workers ??= new SlabWorkers(workerCount, memory.outputs !== undefined);
         const ready = job.submit(chunk, workers);
         // Awaited in turn; until then a rejection must not count as unhandled.
         ready.catch(() => {});

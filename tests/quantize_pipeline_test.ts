@@ -182,10 +182,15 @@ describe("buffer reuse", () => {
   ];
 
   test("slabs read into the wasm kernels' memory and quantized in place give the JavaScript kernels' bytes", async () => {
-    const model = tinyGpt2({ layers: 2, hidden: 64 });
-    const input = path();
-    writeFileSync(input, model);
-    for (const config of configs) {
+    const float32 = path();
+    writeFileSync(float32, tinyGpt2({ layers: 2, hidden: 64 }));
+    // 16-bit slabs decode with the wasm kernel into the stream's scratch, inside the lease.
+    const sixteen = path();
+    writeFileSync(
+      sixteen,
+      fileOf([randomTensor("h.0.f16", "float16", [96, 64], 5), randomTensor("h.0.bf16", "bfloat16", [64, 96], 6)]),
+    );
+    for (const [input, config] of [...configs.map((c) => [float32, c] as const), [sixteen, configs[0]] as const]) {
       for (const format of ["safetensors", "arrows"] as const) {
         const ext = format === "arrows" ? ".arrows" : ".safetensors";
         // 4 KiB slabs (1024 float32 values, above the wasm threshold): the rings wrap many times.

@@ -434,6 +434,30 @@ test("decodeBfloat16 matches the JavaScript decoder on all 65536 bit patterns", 
   assert.deepEqual(new Uint32Array(got.slice().buffer), new Uint32Array(want.buffer));
 });
 
+test("decode works on any views of the kernels' memory, as the JavaScript decoders, and declines others", () => {
+  const k = kernels({ capacity: 16 });
+  const lease = k.lease(1 << 20);
+  assert.ok(lease);
+  try {
+    const raw = lease.allocate(2 * 65536 + 2);
+    // At an odd element offset, all 65536 patterns.
+    const bits = new Uint16Array(raw.buffer, raw.byteOffset + 2, 65536);
+    bits.forEach((_, i, a) => a[i] = i);
+    const room = lease.allocate(4 * 65536);
+    const out = new Float32Array(room.buffer, room.byteOffset, 65536);
+    for (const [dtype, decodeJs] of [["float16", decodeFloat16], ["bfloat16", decodeBfloat16]] as const) {
+      assert.ok(k.decode(bits, dtype, out));
+      const want = decodeJs(bits, new Float32Array(bits.length));
+      assert.deepEqual(new Uint32Array(out.slice().buffer), new Uint32Array(want.buffer), dtype);
+    }
+    assert.equal(k.decode(bits, "float16", new Float32Array(65536)), false, "destination outside");
+    assert.equal(k.decode(bits.slice(), "float16", out), false, "source outside");
+    assert.equal(k.decode(bits, "float16", out.subarray(0, 10)), false, "destination too short");
+  } finally {
+    lease.release();
+  }
+});
+
 test("pack4 matches packInt4 for every length up to 100 and a long run", () => {
   const k = kernels({ capacity: 10_001 });
   const r = rng(42);
