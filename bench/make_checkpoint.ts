@@ -15,9 +15,12 @@ import { dirname } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
+import { encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
 
-/** Shape and count of a generated checkpoint. */
+/** Shape, count and storage type of a generated checkpoint. */
 export interface CheckpointShape {
+  /** Storage type: the float32 values rounded to float16 or bfloat16 (nearest, ties to even). Default F32. */
+  readonly dtype?: "F32" | "F16" | "BF16";
   /** Number of tensors. */
   readonly tensors: number;
   /** Rows (axis 0, the per-channel axis) of each tensor. */
@@ -73,14 +76,15 @@ function amplitude(t: number, row: number): number {
  * @returns The file size in bytes.
  */
 export function writeCheckpoint(path: string, shape: CheckpointShape): number {
-  const { tensors, rows, cols } = shape;
+  const { tensors, rows, cols, dtype = "F32" } = shape;
   const numel = rows * cols;
+  const size = dtype === "F32" ? 4 : 2;
   const header = encodeSafetensorsHeader(
     Array.from({ length: tensors }, (_, t) => ({
       name: tensorName(t),
-      dtype: "F32",
+      dtype,
       shape: [rows, cols],
-      byteLength: numel * 4,
+      byteLength: numel * size,
     })),
     { generator: "quantflow bench/make_checkpoint.ts" },
   );
@@ -88,7 +92,9 @@ export function writeCheckpoint(path: string, shape: CheckpointShape): number {
   const temp = `${path}.tmp`;
   const fd = openSync(temp, "w");
   const chunk = new Float32Array(1 << 20); // 4 MiB, reused
-  const bytes = new Uint8Array(chunk.buffer);
+  const bits = new Uint16Array(chunk.length);
+  const bytes = dtype === "F32" ? new Uint8Array(chunk.buffer) : new Uint8Array(bits.buffer);
+  const encode = dtype === "F16" ? encodeFloat16 : dtype === "BF16" ? encodeBfloat16 : undefined;
   const writeAll = (b: Uint8Array) => {
     let done = 0;
     while (done < b.length) done += writeSync(fd, b, done, b.length - done);
@@ -100,14 +106,15 @@ export function writeCheckpoint(path: string, shape: CheckpointShape): number {
         const n = Math.min(chunk.length, numel - at);
         const part = chunk.subarray(0, n);
         fillValues(t, cols, at, part);
-        writeAll(bytes.subarray(0, n * 4));
+        encode?.(part, bits);
+        writeAll(bytes.subarray(0, n * size));
       }
     }
   } finally {
     closeSync(fd);
   }
   renameSync(temp, path);
-  return header.length + tensors * numel * 4;
+  return header.length + tensors * numel * size;
 }
 
 if (import.meta.main) {
@@ -117,19 +124,31 @@ if (import.meta.main) {
       tensors: { type: "string", default: "16" },
       rows: { type: "string", default: "4096" },
       cols: { type: "string", default: "4096" },
+      dtype: { type: "string", default: "F32" },
     },
     allowPositionals: true,
   });
   if (positionals.length !== 1) {
-    console.error("usage: make_checkpoint.ts OUT.safetensors [--tensors N] [--rows R] [--cols C]");
+    console.error(
+      "usage: make_checkpoint.ts OUT.safetensors [--tensors N] [--rows R] [--cols C] [--dtype F32|F16|BF16]",
+    );
     process.exit(2);
   }
-  const shape = { tensors: Number(values.tensors), rows: Number(values.rows), cols: Number(values.cols) };
+  if (!["F32", "F16", "BF16"].includes(values.dtype!)) {
+    console.error(`--dtype must be F32, F16 or BF16, got ${values.dtype}`);
+    process.exit(2);
+  }
+  const shape = {
+    tensors: Number(values.tensors),
+    rows: Number(values.rows),
+    cols: Number(values.cols),
+    dtype: values.dtype as "F32" | "F16" | "BF16",
+  };
   const t0 = performance.now();
   const size = writeCheckpoint(positionals[0], shape);
   const s = (performance.now() - t0) / 1000;
   console.log(
-    `wrote ${positionals[0]}: ${shape.tensors} x [${shape.rows}, ${shape.cols}] float32, ${size} bytes ` +
+    `wrote ${positionals[0]}: ${shape.tensors} x [${shape.rows}, ${shape.cols}] ${shape.dtype}, ${size} bytes ` +
       `(${(size / 2 ** 20).toFixed(1)} MiB) in ${s.toFixed(2)} s`,
   );
 }

@@ -16,6 +16,7 @@
  *   plain JavaScript kernels;
  * - issue 7: the same job in <= 0.4 s with peak RSS <= 100 MiB; per-tensor
  *   (two passes) and `--axis -1` on the same file within 2x of its time;
+ * - the same 1 GiB job from float16 and bfloat16 files (half the bytes);
  * - the competitor: bench/numpy_stream.py on the same files, same RSS probe,
  *   its own time measured after `import numpy`.
  *
@@ -56,10 +57,12 @@ const SIZES: Record<string, { tensors: number; label: string }> = {
   "2G": { tensors: 32, label: "2 GiB" },
 };
 
-/** One benchmark case: an input size, an output format and CLI flags. */
+/** One benchmark case: an input size (and storage type), an output format and CLI flags. */
 interface Case {
   readonly name: string;
   readonly size: string;
+  /** Storage of the input's elements (default F32): 16-bit files hold the same elements in half the bytes. */
+  readonly dtype?: "F32" | "F16" | "BF16";
   readonly ext: "arrows" | "safetensors";
   readonly flags: readonly string[];
 }
@@ -98,6 +101,8 @@ export interface CaseSummary {
   readonly medianS: number;
   /** Best wall time minus the runtime's startup (see the `startup` case). */
   readonly netS: number;
+  /** Bytes of tensor data in the input. */
+  readonly inputBytes: number;
   readonly mbPerSec: number;
   readonly netMbPerSec: number;
   readonly maxRssMiB: number;
@@ -146,8 +151,13 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-function inputPath(size: string): string {
-  return join(DATA, `bench_${size}.safetensors`);
+function inputPath(size: string, dtype: Case["dtype"] = "F32"): string {
+  return join(DATA, dtype === "F32" ? `bench_${size}.safetensors` : `bench_${size}_${dtype}.safetensors`);
+}
+
+/** Bytes of tensor data in an input. */
+function dataBytes(size: string, dtype: Case["dtype"] = "F32"): number {
+  return SIZES[size].tensors * 64 * MiB / (dtype === "F32" ? 1 : 2);
 }
 
 function casesFor(sizes: readonly string[]): Case[] {
@@ -163,12 +173,16 @@ function casesFor(sizes: readonly string[]): Case[] {
     cases.push({ name: "st_per_channel_js", size, ext: "safetensors", flags: ["--js-kernels"] });
     cases.push({ name: "st_per_tensor", size, ext: "safetensors", flags: ["--granularity", "per_tensor"] });
     cases.push({ name: "st_axis_last", size, ext: "safetensors", flags: ["--axis", "-1"] });
+    if (size !== "1G") continue;
+    // Real checkpoints mostly come in 16 bits: the same elements from float16 and bfloat16 files (512 MiB).
+    cases.push({ name: "st_f16_per_channel", size, dtype: "F16", ext: "safetensors", flags: [] });
+    cases.push({ name: "st_bf16_per_channel", size, dtype: "BF16", ext: "safetensors", flags: [] });
   }
   return cases;
 }
 
 function inputBytesOf(r: CaseSummary): number {
-  return SIZES[r.size] ? SIZES[r.size].tensors * 64 * MiB : 0;
+  return r.inputBytes;
 }
 
 /** Formats summaries as a table. */
@@ -219,14 +233,17 @@ function main(): void {
   const results: RunResult[] = [];
 
   try {
-    for (const size of sizes) {
-      const path = inputPath(size);
-      const bytes = SIZES[size].tensors * 64 * MiB;
-      if (existsSync(path) && statSync(path).size > bytes) continue;
+    const inputs = new Map(casesFor(sizes).map((c) => [inputPath(c.size, c.dtype), c]));
+    for (const [path, { size, dtype = "F32" }] of inputs) {
+      if (existsSync(path) && statSync(path).size > dataBytes(size, dtype)) continue;
       const t0 = performance.now();
-      writeCheckpoint(path, { tensors: SIZES[size].tensors, rows: 4096, cols: 4096 });
+      writeCheckpoint(path, { tensors: SIZES[size].tensors, rows: 4096, cols: 4096, dtype });
       generated.push(path);
-      console.log(`generated ${path} (${SIZES[size].label}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      console.log(
+        `generated ${path} (${SIZES[size].label} of float32 as ${dtype}) in ${
+          ((performance.now() - t0) / 1000).toFixed(1)
+        } s`,
+      );
     }
 
     // Startup: load the CLI and quantize an empty-ish checkpoint, to separate fixed cost from throughput.
@@ -258,7 +275,7 @@ function main(): void {
       }
       for (const c of cases) {
         for (const runtime of rep % 2 ? [...runtimes].reverse() : runtimes) {
-          const input = inputPath(c.size);
+          const input = inputPath(c.size, c.dtype);
           let ext = c.ext;
           let note: string | undefined;
           if (ext === "arrows" && arrowsBroken.has(runtime)) {
@@ -291,7 +308,7 @@ function main(): void {
             size: c.size,
             runtime,
             ok: m.status === 0,
-            inputBytes: SIZES[c.size].tensors * 64 * MiB,
+            inputBytes: dataBytes(c.size, c.dtype),
             outputBytes,
             wallS: m.wallS,
             userS: m.userS,
@@ -320,7 +337,7 @@ function main(): void {
             size,
             runtime: "numpy",
             ok: m.status === 0,
-            inputBytes: SIZES[size].tensors * 64 * MiB,
+            inputBytes: dataBytes(size),
             outputBytes: 0,
             wallS: m.wallS,
             userS: m.userS,
@@ -411,6 +428,7 @@ function summarize(results: readonly RunResult[]): CaseSummary[] {
       bestS: best.wallS,
       medianS: median(use.map((r) => r.wallS)),
       netS,
+      inputBytes: best.inputBytes,
       mbPerSec: best.inputBytes / best.wallS / 1e6,
       netMbPerSec: best.case === "startup" ? 0 : best.inputBytes / netS / 1e6,
       maxRssMiB: Math.max(...rs.map((r) => r.maxRssMiB)),
@@ -480,6 +498,17 @@ function verdicts(rows: CaseSummary[], kernel: ReadonlyMap<string, KernelResult>
         } GB/s inside >= 1 GB/s: ${mark(gbs(x, x.bestS) >= 1)} wall, ${
           mark(!!x.innerS && gbs(x, x.innerS) >= 1)
         } inside`,
+      );
+    }
+    for (const c of ["st_f16_per_channel", "st_bf16_per_channel"]) {
+      const x = get(c, "1G", rt);
+      if (!x || !b) continue;
+      lines.push(
+        `16-bit ${rt}: ${c} (the same 256M elements, 512 MiB) ${x.bestS.toFixed(2)} s wall, ${
+          x.innerS?.toFixed(2) ?? "?"
+        } s inside, against ${b.bestS.toFixed(2)} / ${b.innerS?.toFixed(2) ?? "?"} s from float32; peak RSS ${
+          x.maxRssMiB.toFixed(0)
+        } MiB`,
       );
     }
     if (b) {
