@@ -211,9 +211,10 @@ export async function quantizeFile(
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
   // The file writer is done with each chunk when its write returns: buffers can be reused. Inside the wasm
-  // kernels' memory (input, re-read and output rings), the kernels work on the slabs where they were read.
+  // kernels' memory (input, re-read and output rings, the 16-bit decoding scratch), the kernels work on the
+  // slabs where they were read. Only the pages used are ever touched; what does not fit is JavaScript memory.
   const slotBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
-  const lease = wasmKernels()?.lease(3 * PIPELINE_RING_SLOTS * (slotBytes + 512), slotBytes);
+  const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slotBytes + 512), slotBytes);
   try {
     const reuseBuffers = lease?.allocate ?? true;
     const job = await quantizeSafetensors(inputPath, { reuseBuffers, ...options, format });
