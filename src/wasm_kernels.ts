@@ -262,15 +262,21 @@ export class WasmKernels {
    * @param byteLength Bytes wanted.
    * @param slotBytes Smallest buffer handed out: a ring whose first slab is small then keeps its slot for the
    *   larger ones that follow, instead of taking another.
-   * @returns The lease, or `undefined` when another lease is out.
+   * @returns The lease, or `undefined` when another lease is out or the memory cannot grow that far.
    */
   lease(byteLength: number, slotBytes = 0): WasmLease | undefined {
     if (this.#lease?.leased) return undefined;
-    // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
-    this.#reserveBlocks(LEASE_BLOCKS);
-    this.#reserveRows(STAGE + 1);
-    if (!this.#lease || this.#lease.bytes < byteLength) {
-      this.#lease = { at: this.#alloc(byteLength), bytes: byteLength, leased: false };
+    try {
+      // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
+      this.#reserveBlocks(LEASE_BLOCKS);
+      this.#reserveRows(STAGE + 1);
+      if (!this.#lease || this.#lease.bytes < byteLength) {
+        this.#lease = { at: this.#alloc(byteLength), bytes: byteLength, leased: false };
+      }
+    } catch (e) {
+      // Memory.grow refused (an address-space or memory limit): the caller does without.
+      if (e instanceof RangeError) return undefined;
+      throw e;
     }
     const state = this.#lease;
     state.leased = true;

@@ -566,6 +566,7 @@ test("a lease holds slab buffers in wasm memory that no kernel call detaches", (
   assert.ok(k.quantize(wide, 0, many, wideParams, new Int8Array(many.size)), "after release the memory grows");
   assert.equal(values.length, 0, "and earlier views are detached: why the lease holds growth back");
   assert.ok(k.lease(1024), "a new lease once the last was released");
+  assert.equal(kernels().lease(2 ** 32), undefined, "beyond what wasm memory can hold: no lease, no error");
 });
 
 test("createWasmKernels rejects bad pool sizes", () => {
