@@ -169,7 +169,8 @@ function compile(): WebAssembly.Module | null {
   return compiled;
 }
 
-const align = (n: number): number => (n + PAD + 63) & ~63;
+// Arithmetic, not bit operations: lease sizes can pass 2^31.
+const align = (n: number): number => Math.ceil((n + PAD) / 64) * 64;
 
 /**
  * Exact WebAssembly SIMD kernels over pools of buffers inside their own
