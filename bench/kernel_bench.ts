@@ -85,7 +85,7 @@ const variants: Variant[] = [
     },
   },
   {
-    name: "quantizeTensor, wasm enabled (JS until wired in)",
+    name: "wasm quantizeTensor (public API, allocates output)",
     run: () => {
       setWasmKernelsEnabled(true);
       const q = quantizeTensor({ name: "w", dtype: "float32", shape: [ROWS, COLS], data });
