@@ -46,7 +46,10 @@
  */
 import type { BlockLayout } from "./block_layout.ts";
 import type { KernelParams } from "./quantize_kernel.ts";
-import { KERNELS_WASM_BASE64 } from "./wasm/_kernels_wasm.ts";
+import { compileKernels, type KernelExports } from "./wasm/_kernels_module.ts";
+import { align, unlessGrowthBlocked, WasmArena, type WasmLease } from "./_wasm_arena.ts";
+
+export type { WasmLease } from "./_wasm_arena.ts";
 
 /** Options of {@linkcode createWasmKernels}. */
 export interface WasmKernelsOptions {
@@ -65,78 +68,6 @@ export interface WasmKernelsOptions {
   blockCapacity?: number;
 }
 
-interface Exports {
-  memory: WebAssembly.Memory;
-  error_contig(
-    inp: number,
-    q: number,
-    n: number,
-    first: number,
-    run: number,
-    sp: number,
-    bp: number,
-    flip: number,
-    acc: number,
-  ): void;
-  quantize_run(inp: number, out: number, n: number, s: number, b: number, lo: number, hi: number, f16: number): number;
-  quantize_contig(
-    inp: number,
-    out: number,
-    n: number,
-    first: number,
-    run: number,
-    sp: number,
-    bp: number,
-    lo: number,
-    hi: number,
-    f16: number,
-  ): number;
-  quantize_rows(
-    inp: number,
-    out: number,
-    n: number,
-    col: number,
-    rowLen: number,
-    cb: number,
-    rb: number,
-    sp: number,
-    bp: number,
-    lo: number,
-    hi: number,
-    f16: number,
-  ): number;
-  minmax_run(inp: number, n: number, minp: number, maxp: number): number;
-  minmax_contig(inp: number, n: number, first: number, run: number, minp: number, maxp: number): number;
-  minmax_rows(
-    inp: number,
-    n: number,
-    col: number,
-    rowLen: number,
-    cb: number,
-    rb: number,
-    minp: number,
-    maxp: number,
-  ): number;
-  pack4(inp: number, out: number, n: number): void;
-  decode_f16(inp: number, out: number, n: number): void;
-  decode_bf16(inp: number, out: number, n: number): void;
-}
-
-/** Memory of a {@linkcode WasmKernels.lease}: slab buffers inside the kernels' memory. */
-export interface WasmLease {
-  /**
-   * A view of at least `byteLength` bytes inside the lease (64-byte aligned,
-   * not handed out before), or of fresh JavaScript memory once the lease is
-   * used up or released.
-   */
-  allocate(byteLength: number): Uint8Array;
-  /** Ends the lease: its buffers may be reused by the next lease, and the memory may grow again. */
-  release(): void;
-}
-
-/** Thrown inside the kernels when the memory would have to grow under a lease; never escapes. */
-class GrowthBlocked extends Error {}
-
 /** Blocks reserved for a lease: more than one slab of the default budget can hold. */
 const LEASE_BLOCKS = 1 << 20;
 
@@ -146,31 +77,9 @@ const MAGIC_BITS = 0x4b400000;
 const STAGE = 1 << 16;
 /** Byte address of the three float64 error sums, in the scratch bytes no kernel uses (128-1023). */
 const SUMS = 512;
-const PAGE = 65536;
-/** Slack after every region: the vector loops read up to 16 values past a row end. */
-const PAD = 256;
 
-let compiled: WebAssembly.Module | null | undefined;
 let shared: WasmKernels | undefined;
 let enabled = true;
-
-function compile(): WebAssembly.Module | null {
-  if (compiled !== undefined) return compiled;
-  try {
-    if (typeof WebAssembly !== "object") return compiled = null;
-    const text = atob(KERNELS_WASM_BASE64);
-    const bytes = new Uint8Array(text.length);
-    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
-    // Fails to compile (caught) where WebAssembly SIMD is unavailable.
-    compiled = new WebAssembly.Module(bytes);
-  } catch {
-    compiled = null;
-  }
-  return compiled;
-}
-
-// Arithmetic, not bit operations: lease sizes can pass 2^31.
-const align = (n: number): number => Math.ceil((n + PAD) / 64) * 64;
 
 /**
  * Exact WebAssembly SIMD kernels over pools of buffers inside their own
@@ -181,8 +90,8 @@ const align = (n: number): number => Math.ceil((n + PAD) / 64) * 64;
  * place, others are staged through a small internal buffer.
  *
  * Views returned by the pool methods stay valid until a call needs more
- * block room than reserved (see {@linkcode WasmKernels.reserveBlocks}): the
- * memory then grows and earlier views are detached. JavaScript is single
+ * block room than reserved: the memory then grows and earlier views are
+ * detached (never while a {@linkcode WasmKernels.lease} is out). JavaScript is single
  * threaded, so one instance serves any number of callers as long as none
  * keeps data in a pool across an `await` while another uses it; give such
  * callers their own instance.
@@ -190,8 +99,8 @@ const align = (n: number): number => Math.ceil((n + PAD) / 64) * 64;
 export class WasmKernels {
   /** Elements each pool holds. */
   readonly capacity: number;
-  readonly #x: Exports;
-  readonly #memory: WebAssembly.Memory;
+  readonly #x: KernelExports;
+  readonly #arena: WasmArena;
   readonly #in: number;
   readonly #bits: number;
   readonly #out: number;
@@ -205,16 +114,8 @@ export class WasmKernels {
   #blockCapacity = 0;
   #rowBases = 0;
   #rowCapacity = 0;
-  #top: number;
-  #buffer!: ArrayBufferLike;
-  #f32!: Float32Array;
-  #i32!: Int32Array;
-  #u8!: Uint8Array;
-  #f64!: Float64Array;
   #params: KernelParams | undefined;
   #paramsFloat16 = false;
-  /** The memory of the last lease, reused by the next; `leased` while one is out (the memory must not grow). */
-  #lease: { at: number; bytes: number; leased: boolean } | undefined;
 
   /** Use {@linkcode createWasmKernels} or {@linkcode wasmKernels}. */
   constructor(module: WebAssembly.Module, options: WasmKernelsOptions = {}) {
@@ -227,29 +128,16 @@ export class WasmKernels {
       throw new RangeError(`WasmKernels blockCapacity must be a positive integer, got ${blockCapacity}`);
     }
     this.capacity = capacity;
-    this.#x = new WebAssembly.Instance(module).exports as unknown as Exports;
-    this.#memory = this.#x.memory;
-    let at = 1024; // 0-1023: the kernels' scratch
-    this.#in = at, at += align(4 * capacity);
-    this.#bits = at, at += align(2 * capacity);
-    this.#out = at, at += align(capacity);
-    this.#packed = at, at += align((capacity + 1) >> 1);
-    this.#stageIn = at, at += align(4 * STAGE);
-    this.#stageOut = at, at += align(STAGE);
-    this.#top = at;
-    this.#ensure(at);
+    this.#x = new WebAssembly.Instance(module).exports as unknown as KernelExports;
+    const arena = this.#arena = new WasmArena(this.#x.memory, 1024); // 0-1023: the kernels' scratch
+    this.#in = arena.alloc(4 * capacity);
+    this.#bits = arena.alloc(2 * capacity);
+    this.#out = arena.alloc(capacity);
+    this.#packed = arena.alloc((capacity + 1) >> 1);
+    this.#stageIn = arena.alloc(4 * STAGE);
+    this.#stageOut = arena.alloc(STAGE);
     this.#reserveBlocks(blockCapacity);
     this.#reserveRows(1024);
-  }
-
-  #ensure(bytes: number): void {
-    const have = this.#memory.buffer.byteLength;
-    if (bytes > have) {
-      // Growing would detach the views of a lease still in use: the caller falls back to JavaScript.
-      if (this.#lease?.leased) throw new GrowthBlocked();
-      this.#memory.grow(Math.ceil((bytes - have) / PAGE));
-    }
-    this.#views();
   }
 
   /**
@@ -261,85 +149,33 @@ export class WasmKernels {
    * time: while one is out, another is refused.
    *
    * @param byteLength Bytes wanted.
-   * @param slotBytes Smallest buffer handed out: a ring whose first slab is small then keeps its slot for the
-   *   larger ones that follow, instead of taking another.
+   * @param slotBytes Smallest buffer handed out (see {@linkcode WasmArena.lease}).
    * @returns The lease, or `undefined` when another lease is out or the memory cannot grow that far.
    */
   lease(byteLength: number, slotBytes = 0): WasmLease | undefined {
-    if (this.#lease?.leased) return undefined;
+    if (this.#arena.leased) return undefined;
     try {
       // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
       this.#reserveBlocks(LEASE_BLOCKS);
       this.#reserveRows(STAGE + 1);
-      if (!this.#lease || this.#lease.bytes < byteLength) {
-        this.#lease = { at: this.#alloc(byteLength), bytes: byteLength, leased: false };
-      }
     } catch (e) {
-      // Memory.grow refused (an address-space or memory limit): the caller does without.
       if (e instanceof RangeError) return undefined;
       throw e;
     }
-    const state = this.#lease;
-    state.leased = true;
-    let used = 0;
-    let released = false;
-    return {
-      allocate: (n: number): Uint8Array => {
-        const length = Math.max(n, slotBytes);
-        if (released || used + align(length) > state.bytes) return new Uint8Array(n);
-        const view = new Uint8Array(this.#memory.buffer, state.at + used, length);
-        used += align(length);
-        return view;
-      },
-      release: () => {
-        if (released) return;
-        released = true;
-        state.leased = false;
-      },
-    };
+    return this.#arena.lease(byteLength, slotBytes);
   }
 
-  #views(): void {
-    if (this.#buffer === this.#memory.buffer) return;
-    const buffer = this.#buffer = this.#memory.buffer;
-    this.#f32 = new Float32Array(buffer);
-    this.#i32 = new Int32Array(buffer);
-    this.#u8 = new Uint8Array(buffer);
-    this.#f64 = new Float64Array(buffer);
-  }
-
-  #alloc(bytes: number): number {
-    const at = this.#top;
-    this.#ensure(at + align(bytes));
-    this.#top = at + align(bytes);
-    return at;
-  }
-
-  /**
-   * Makes room for the parameters and ranges of `count` blocks. Growing the
-   * memory detaches every view obtained before.
-   *
-   * @param count Number of blocks.
-   * @throws {RangeError} When the memory would have to grow while a lease is out.
-   */
-  reserveBlocks(count: number): void {
-    try {
-      this.#reserveBlocks(count);
-    } catch (e) {
-      if (!(e instanceof GrowthBlocked)) throw e;
-      throw new RangeError(`Cannot reserve ${count} blocks: the kernels' memory cannot grow while a lease is out`);
-    }
-  }
-
+  /** Makes room for the parameters and ranges of `count` blocks (growing the memory detaches earlier views). */
   #reserveBlocks(count: number): void {
     if (count <= this.#blockCapacity) return;
     const n = Math.max(count, 2 * this.#blockCapacity);
-    this.#ensure(this.#top + 4 * align(4 * n)); // all four or none
+    const arena = this.#arena;
+    arena.reserve(4 * align(4 * n)); // all four or none
     const old = this.#params;
-    this.#scales = this.#alloc(4 * n);
-    this.#biases = this.#alloc(4 * n);
-    this.#mins = this.#alloc(4 * n);
-    this.#maxs = this.#alloc(4 * n);
+    this.#scales = arena.alloc(4 * n);
+    this.#biases = arena.alloc(4 * n);
+    this.#mins = arena.alloc(4 * n);
+    this.#maxs = arena.alloc(4 * n);
     this.#blockCapacity = n;
     this.#params = undefined;
     if (old) this.#upload(old);
@@ -348,7 +184,7 @@ export class WasmKernels {
   #reserveRows(count: number): void {
     if (count <= this.#rowCapacity) return;
     const n = Math.max(count, 2 * this.#rowCapacity);
-    this.#rowBases = this.#alloc(4 * n);
+    this.#rowBases = this.#arena.alloc(4 * n);
     this.#rowCapacity = n;
   }
 
@@ -359,8 +195,7 @@ export class WasmKernels {
    * @returns A view of the first `n` elements.
    */
   input(n: number = this.capacity): Float32Array {
-    this.#views();
-    return new Float32Array(this.#buffer, this.#in, this.#count(n));
+    return new Float32Array(this.#arena.buffer, this.#in, this.#count(n));
   }
 
   /**
@@ -370,8 +205,7 @@ export class WasmKernels {
    * @returns A view of the first `n` elements.
    */
   inputBits(n: number = this.capacity): Uint16Array {
-    this.#views();
-    return new Uint16Array(this.#buffer, this.#bits, this.#count(n));
+    return new Uint16Array(this.#arena.buffer, this.#bits, this.#count(n));
   }
 
   /**
@@ -382,8 +216,7 @@ export class WasmKernels {
    * @returns A view of the first `n` bytes.
    */
   output(n: number = this.capacity): Uint8Array {
-    this.#views();
-    return new Uint8Array(this.#buffer, this.#out, this.#count(n));
+    return new Uint8Array(this.#arena.buffer, this.#out, this.#count(n));
   }
 
   /**
@@ -393,8 +226,7 @@ export class WasmKernels {
    * @returns A view of the first `n` bytes.
    */
   outputInt8(n: number = this.capacity): Int8Array {
-    this.#views();
-    return new Int8Array(this.#buffer, this.#out, this.#count(n));
+    return new Int8Array(this.#arena.buffer, this.#out, this.#count(n));
   }
 
   #count(n: number): number {
@@ -427,7 +259,7 @@ export class WasmKernels {
    * @returns Whether it decoded; if not, the caller decodes in JavaScript.
    */
   decode(bits: Uint16Array, dtype: "float16" | "bfloat16", out: Float32Array): boolean {
-    const buffer = this.#memory.buffer;
+    const buffer = this.#arena.buffer;
     if (bits.buffer !== buffer || out.buffer !== buffer || out.length < bits.length) return false;
     (dtype === "float16" ? this.#x.decode_f16 : this.#x.decode_bf16)(bits.byteOffset, out.byteOffset, bits.length);
     return true;
@@ -453,8 +285,7 @@ export class WasmKernels {
    */
   pack4(n: number): Uint8Array {
     this.#x.pack4(this.#out, this.#packed, this.#count(n));
-    this.#views();
-    return new Uint8Array(this.#buffer, this.#packed, (n + 1) >> 1);
+    return new Uint8Array(this.#arena.buffer, this.#packed, (n + 1) >> 1);
   }
 
   /**
@@ -466,7 +297,7 @@ export class WasmKernels {
    * @returns Whether every value was finite.
    */
   minMaxRun(n: number, range: Float64Array): boolean {
-    const f32 = this.#f32;
+    const f32 = this.#arena.f32;
     f32[this.#mins >> 2] = range[0];
     f32[this.#maxs >> 2] = range[1];
     const bad = this.#x.minmax_run(this.#in, this.#count(n), this.#mins, this.#maxs);
@@ -525,8 +356,8 @@ export class WasmKernels {
     const { inverseScale, zeroPoint } = params;
     const count = inverseScale.length;
     this.#reserveBlocks(count + 16);
-    const f32 = this.#f32;
-    const i32 = this.#i32;
+    const f32 = this.#arena.f32;
+    const i32 = this.#arena.i32;
     const s0 = this.#scales >> 2;
     const b0 = this.#biases >> 2;
     const f16 = params.arithmetic === "float16";
@@ -568,12 +399,7 @@ export class WasmKernels {
     out: Int8Array | Uint8Array,
     errorSums?: Float64Array,
   ): boolean {
-    try {
-      return this.#quantize(values, offset, layout, params, out, errorSums);
-    } catch (e) {
-      if (e instanceof GrowthBlocked) return false;
-      throw e;
-    }
+    return unlessGrowthBlocked(() => this.#quantize(values, offset, layout, params, out, errorSums), false);
   }
 
   #quantize(
@@ -588,7 +414,7 @@ export class WasmKernels {
     if (n === 0) return true;
     if (out.length < n) throw new RangeError(`Output holds ${out.length} values, ${n} needed`);
     // Pointers first: reserving block room may grow the memory and detach views.
-    const buffer = this.#memory.buffer;
+    const buffer = this.#arena.buffer;
     const inPtr = values.buffer === buffer ? values.byteOffset : -1;
     const outPtr = out.buffer === buffer ? out.byteOffset : -1;
     if (!this.#upload(params)) return false;
@@ -599,21 +425,21 @@ export class WasmKernels {
     const step = STAGE;
     // Error sums ride along where the values are in wasm memory anyway (contiguous layouts only).
     const sums = errorSums !== undefined && layout.contiguous;
-    if (sums) this.#f64.set(errorSums, SUMS >> 3);
+    if (sums) this.#arena.f64.set(errorSums, SUMS >> 3);
     let bad = 0;
     for (let i = 0; i < n; i += step) {
       const len = Math.min(step, n - i);
       let src = inPtr + 4 * i;
       if (inPtr < 0) {
-        this.#f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
+        this.#arena.f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
         src = this.#stageIn;
       }
       const dst = outPtr >= 0 ? outPtr + i : this.#stageOut;
       bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
       if (sums) this.#errorSums(src, dst, len, offset + i, layout, out instanceof Int8Array ? 128 : 0);
-      if (outBytes) outBytes.set(this.#u8.subarray(dst, dst + len), i);
+      if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), i);
     }
-    if (sums) errorSums!.set(this.#f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    if (sums) errorSums!.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
     return bad === 0;
   }
 
@@ -676,7 +502,7 @@ export class WasmKernels {
   #rowBasesFor(layout: BlockLayout, row: number, col: number, n: number): [number, number] {
     const rows = Math.ceil((col + n) / layout.rowLength);
     this.#reserveRows(rows);
-    const i32 = this.#i32;
+    const i32 = this.#arena.i32;
     const r0 = this.#rowBases >> 2;
     let lo = Infinity;
     let hi = -Infinity;
@@ -709,18 +535,13 @@ export class WasmKernels {
     mins: Float64Array,
     maxs: Float64Array,
   ): number | undefined {
-    try {
-      return this.#observe(values, offset, layout, mins, maxs);
-    } catch (e) {
-      if (e instanceof GrowthBlocked) return undefined;
-      throw e;
-    }
+    return unlessGrowthBlocked(() => this.#observe(values, offset, layout, mins, maxs), undefined);
   }
 
   #observe(values: Float32Array, offset: number, layout: BlockLayout, mins: Float64Array, maxs: Float64Array): number {
     const n = values.length;
     if (n === 0) return -1;
-    const buffer = this.#memory.buffer;
+    const buffer = this.#arena.buffer;
     const inPtr = values.buffer === buffer ? values.byteOffset : -1;
     const step = STAGE;
     let bad = 0;
@@ -728,14 +549,14 @@ export class WasmKernels {
       const len = Math.min(step, n - i);
       let src = inPtr + 4 * i;
       if (inPtr < 0) {
-        this.#f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
+        this.#arena.f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
         src = this.#stageIn;
       }
       bad |= this.#observeSlab(src, len, offset + i, layout, mins, maxs);
     }
     if (!bad) return -1;
     // values may be detached if the memory grew; read the same bytes through a fresh view.
-    const view = inPtr >= 0 ? new Float32Array(this.#memory.buffer, inPtr, n) : values;
+    const view = inPtr >= 0 ? new Float32Array(this.#arena.buffer, inPtr, n) : values;
     return view.findIndex((x) => !Number.isFinite(x));
   }
 
@@ -775,15 +596,15 @@ export class WasmKernels {
         this.#maxs - 4 * from,
       );
     }
-    mins.set(this.#f32.subarray(this.#mins >> 2, (this.#mins >> 2) + count), from);
-    maxs.set(this.#f32.subarray(this.#maxs >> 2, (this.#maxs >> 2) + count), from);
+    mins.set(this.#arena.f32.subarray(this.#mins >> 2, (this.#mins >> 2) + count), from);
+    maxs.set(this.#arena.f32.subarray(this.#maxs >> 2, (this.#maxs >> 2) + count), from);
     return bad;
   }
 
   #stageRanges(mins: Float64Array, maxs: Float64Array, from: number, count: number): void {
     this.#reserveBlocks(count + 16);
-    this.#f32.set(mins.subarray(from, from + count), this.#mins >> 2);
-    this.#f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
+    this.#arena.f32.set(mins.subarray(from, from + count), this.#mins >> 2);
+    this.#arena.f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
   }
 }
 
@@ -815,7 +636,7 @@ const probeBits = new Uint32Array(probe.buffer);
  * ```
  */
 export function createWasmKernels(options: WasmKernelsOptions = {}): WasmKernels | undefined {
-  const module = compile();
+  const module = compileKernels();
   return module ? new WasmKernels(module, options) : undefined;
 }
 
