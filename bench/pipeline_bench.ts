@@ -363,24 +363,17 @@ function main(): void {
   const kernel = new Map<string, KernelResult>();
   if (!values["no-kernel"]) {
     for (const runtime of runtimes) {
-      for (const kernels of [[], ["--no-wasm"], [], ["--no-wasm"], [], ["--no-wasm"]]) {
-        const argv = runtime === "deno"
-          ? [DENO, "run", "-A", "bench/kernel_js_bench.ts"]
-          : [BUN, "bench/kernel_js_bench.ts"];
-        const r = spawnSync(argv[0], [
-          ...argv.slice(1),
-          "--job",
-          "int8_per_channel_symmetric",
-          "--no-numpy",
-          "--rounds",
-          "5",
-          ...kernels,
-        ], {
-          encoding: "utf8",
-        });
-        const k = parseResults<KernelResult>(r.stdout ?? "").find((k) => k.output === "reused");
-        const key = `${runtime} ${k?.kernels}`;
-        if (k && k.elementsPerSec > (kernel.get(key)?.elementsPerSec ?? 0)) kernel.set(key, k);
+      const argv = runtime === "deno"
+        ? [DENO, "run", "-A", "bench/kernel_js_bench.ts"]
+        : [BUN, "bench/kernel_js_bench.ts"];
+      for (let attempt = 0; attempt < 3; attempt++) {
+        for (const kernels of [[], ["--no-wasm"]]) {
+          const args = ["--job", "int8_per_channel_symmetric", "--no-numpy", "--rounds", "5", ...kernels];
+          const r = spawnSync(argv[0], [...argv.slice(1), ...args], { encoding: "utf8" });
+          const k = parseResults<KernelResult>(r.stdout ?? "").find((k) => k.output === "reused");
+          const key = `${runtime} ${k?.kernels}`;
+          if (k && k.elementsPerSec > (kernel.get(key)?.elementsPerSec ?? 0)) kernel.set(key, k);
+        }
       }
     }
   }

@@ -12,6 +12,9 @@
 /** Where a ring's memory comes from: at least `byteLength` fresh bytes (JavaScript memory unless told otherwise). */
 export type Allocate = (byteLength: number) => Uint8Array;
 
+/** Fresh JavaScript memory. */
+const freshMemory: Allocate = (n) => new Uint8Array(n);
+
 /** Reusable buffers, handed out in turn. */
 export class BufferRing {
   readonly #slots: (Uint8Array | undefined)[];
@@ -26,7 +29,7 @@ export class BufferRing {
    *   memory, so that kernels work on the slabs in place).
    * @throws {RangeError} When `slots` is not an integer of at least 2.
    */
-  constructor(slots: number, allocate: Allocate = (n) => new Uint8Array(n)) {
+  constructor(slots: number, allocate: Allocate = freshMemory) {
     if (!Number.isInteger(slots) || slots < 2) {
       throw new RangeError(`A BufferRing needs at least 2 slots, got ${slots}`);
     }
@@ -50,9 +53,9 @@ export class BufferRing {
   }
 }
 
-/** The allocator a `reuseBuffers` option gives: its own, or JavaScript memory for `true`. */
-export function allocatorOf(reuseBuffers: true | Allocate): Allocate | undefined {
-  return reuseBuffers === true ? undefined : reuseBuffers;
+/** The allocator a `reuseBuffers` option gives: its own function, or fresh JavaScript memory. */
+export function allocatorOf(reuseBuffers: boolean | Allocate | undefined): Allocate {
+  return typeof reuseBuffers === "function" ? reuseBuffers : freshMemory;
 }
 
 /** Slots of the rings the quantize pipeline uses: more than the chunks its streams can hold in flight. */

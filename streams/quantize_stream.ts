@@ -59,10 +59,10 @@ function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory): Tensor
  * 16-bit slabs then decode with the wasm kernel and are quantized in place.
  */
 function jobMemory(reuseBuffers: boolean | Allocate | undefined): JobMemory {
-  const allocate = (reuseBuffers && allocatorOf(reuseBuffers)) || ((n: number) => new Uint8Array(n));
+  const allocate = allocatorOf(reuseBuffers);
   let scratch: Float32Array | undefined;
   return {
-    outputs: reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocatorOf(reuseBuffers)) : undefined,
+    outputs: reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocate) : undefined,
     scratch(length) {
       if ((scratch?.length ?? 0) < length) {
         const bytes = allocate(4 * length);

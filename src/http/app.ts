@@ -26,7 +26,7 @@ import { readActivationSamples } from "../../streams/activation_sample_source.ts
 import { dequantizeFile, quantizationRecords } from "../../streams/dequantize_pipeline.ts";
 import { quantizeArrowIPC } from "../../streams/quantize_arrow.ts";
 import { type OutputFormat, quantizeSafetensors } from "../../streams/quantize_pipeline.ts";
-import { readSafetensors } from "../../streams/safetensors_source.ts";
+import { DEFAULT_SLAB_BYTES, readSafetensors } from "../../streams/safetensors_source.ts";
 import { ByteLimitStream } from "./byte_limit_stream.ts";
 import { ConcurrencyGate } from "./concurrency_gate.ts";
 import { HeaderLimitStream } from "./header_limit_stream.ts";
@@ -164,7 +164,7 @@ export interface QuantflowApp {
 export function createApp(options: CreateAppOptions = {}): QuantflowApp {
   const maxBodyBytes = positiveInteger("maxBodyBytes", options.maxBodyBytes ?? 2 * GiB);
   const gate = new ConcurrencyGate(positiveInteger("maxConcurrent", options.maxConcurrent ?? 4));
-  const slabBytes = positiveInteger("slabBytes", options.slabBytes ?? MiB);
+  const slabBytes = positiveInteger("slabBytes", options.slabBytes ?? DEFAULT_SLAB_BYTES);
   const maxHeaderBytes = positiveInteger("maxHeaderBytes", options.maxHeaderBytes ?? 16 * MiB);
   const maxMessageBytes = positiveInteger("maxMessageBytes", options.maxMessageBytes ?? 64 * MiB);
   const retryAfter = positiveInteger("retryAfterSeconds", options.retryAfterSeconds ?? 1);
