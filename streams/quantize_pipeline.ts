@@ -4,28 +4,23 @@
  *
  * @module
  */
-import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
+import type { ByteSource } from "../src/byte_source.ts";
+import { configOf, type QuantizeConfig } from "../src/config.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
-import { planTensor } from "../src/tensor_plan.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
-import {
-  type OutputTensorSpec,
-  quantizedSpecs,
-  SafetensorsEncodeStream,
-  writeFileAtomically,
-} from "./safetensors_sink.ts";
+import { outputPlan } from "./_output_plan.ts";
+import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
-import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
-import { wasmKernels } from "../src/wasm_kernels.ts";
+import type { Allocate } from "../src/buffer_ring.ts";
+import { withSlabMemory } from "./_slab_memory.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
 export type OutputFormat = "safetensors" | "arrows";
 
-/** The `__metadata__` key under which a quantized checkpoint records how each tensor was quantized. */
-export const QUANTFLOW_METADATA_KEY = "quantflow";
+export { QUANTFLOW_METADATA_KEY } from "./_output_plan.ts";
 
 /** Options of {@linkcode quantizeSafetensors} and {@linkcode quantizeFile}. */
 export interface QuantizePipelineOptions {
@@ -85,23 +80,6 @@ export interface QuantizeJob {
 /** Per quantized tensor, what `__metadata__` records so that dequantization needs nothing else. */
 export interface QuantizedTensorRecord extends Omit<QuantizedTensorInfo, "name"> {}
 
-function outputPlan(header: SafetensorsHeader, config: QuantizeConfig) {
-  const specs: OutputTensorSpec[] = [];
-  const records: Record<string, QuantizedTensorRecord> = {};
-  for (const entry of header.entries) {
-    const dtype = floatDTypeOf(entry.dtype);
-    const plan = dtype && planTensor({ name: entry.name, dtype, shape: entry.shape }, optionsFor(config, entry.name));
-    if (plan && plan.kind === "plan") {
-      const { kind: _, name, ...record } = plan;
-      specs.push(...quantizedSpecs(plan));
-      records[name] = record;
-    } else {
-      specs.push({ name: entry.name, dtype: entry.dtype, shape: entry.shape, byteLength: entry.end - entry.begin });
-    }
-  }
-  return { specs, records };
-}
-
 /** Drops non-float raw chunks, which the Arrow slab layout cannot hold, reporting each tensor once. */
 function dropNonFloat(
   onDropped: (name: string) => void,
@@ -134,20 +112,21 @@ export function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefin
  * validated, and every tensor's plan made, before this resolves; the work
  * happens as `output` is read.
  *
- * @param input A file path (re-readable: two-pass tensors are read twice), the bytes, or a stream (two-pass tensors are spooled).
+ * @param input A file path or a function opening a {@linkcode ByteSource} (re-readable: two-pass tensors are read
+ *   twice), the bytes, or a stream (two-pass tensors are spooled).
  * @param options Configuration, format and callbacks.
  * @returns The job: header, output bytes and report.
  * @throws {FormatError} When the header is invalid.
  * @throws {ConfigError} When the configuration is invalid.
  */
 export async function quantizeSafetensors(
-  input: string | Uint8Array | ReadableStream<Uint8Array>,
+  input: string | Uint8Array | ReadableStream<Uint8Array> | (() => ByteSource),
   options: QuantizePipelineOptions = {},
 ): Promise<QuantizeJob> {
   const config = resolveConfig(options.config);
   const { reuseBuffers = false } = options;
   const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
-  const { specs, records } = outputPlan(header, config);
+  const { groups, metadata } = outputPlan(header, config);
   const gcHint = bunGcHint();
   const onTensor = (report: TensorReport) => {
     gcHint(report.originalBytes);
@@ -174,10 +153,7 @@ export async function quantizeSafetensors(
       new (await import("./arrow_ipc_encode_stream.ts")).ArrowIpcEncodeStream(),
     )
     : quantized.pipeThrough(
-      new SafetensorsEncodeStream(specs, {
-        ...header.metadata,
-        [QUANTFLOW_METADATA_KEY]: JSON.stringify({ format: 1, tensors: records }),
-      }),
+      new SafetensorsEncodeStream(groups.flat(), metadata),
     );
   return {
     header,
@@ -210,17 +186,15 @@ export async function quantizeFile(
   options: QuantizePipelineOptions = {},
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
-  // The file writer is done with each chunk when its write returns: buffers can be reused. Inside the wasm
-  // kernels' memory (input, re-read and output rings, the 16-bit decoding scratch), the kernels work on the
-  // slabs where they were read. Only the pages used are ever touched; what does not fit is JavaScript memory.
-  const slotBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
-  const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slotBytes + 512), slotBytes);
-  try {
-    const reuseBuffers = lease?.allocate ?? true;
+  if (format === "safetensors" && (options.workers ?? 0) > 0) {
+    // Loaded on demand: a one-thread job need not pay for the worker machinery.
+    const { quantizeFileInParallel } = await import("./_parallel_file_job.ts");
+    return await quantizeFileInParallel(inputPath, outputPath, options);
+  }
+  // The file writer is done with each chunk when its write returns: buffers can be reused.
+  return await withSlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES, async (reuseBuffers) => {
     const job = await quantizeSafetensors(inputPath, { reuseBuffers, ...options, format });
     await job.output.pipeTo(writeFileAtomically(outputPath));
     return job.report();
-  } finally {
-    lease?.release();
-  }
+  });
 }

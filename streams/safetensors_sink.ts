@@ -12,10 +12,10 @@
  *
  * @module
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { bitsOf, isSigned, storesZeroPoint } from "../src/ranges.ts";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, RawChunk } from "../src/types.ts";
+import { PendingFile } from "./_pending_file.ts";
 
 /** One tensor of the output file. */
 export interface OutputTensorSpec {
@@ -371,49 +371,15 @@ export function writeFileAtomically(
   options: WriteFileAtomicallyOptions = {},
 ): WritableStream<Uint8Array> {
   const fsync = options.fsync ?? true;
-  const temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-  // Opened at once, so that a missing directory or a permission problem shows
-  // before anything is streamed.
-  let fd: number | undefined = openSync(temp, "wx", 0o644);
-  const discard = () => {
-    if (fd !== undefined) {
-      try {
-        closeSync(fd);
-      } catch { /* already closed */ }
-      fd = undefined;
-    }
-    try {
-      unlinkSync(temp);
-    } catch { /* never created, or already removed */ }
-  };
+  const file = new PendingFile(path);
   // Synchronous writes on purpose: a chunk may sit in a reused slab buffer (quantizeFile's rings), which is
   // safe only because it is written the moment it arrives. An asynchronous write leaves it in flight while a
   // two-pass tensor reads its whole first pass through the same ring (tests/quantize_pipeline_test.ts caught
   // that in Bun), and was no faster in our measurements.
   return new WritableStream<Uint8Array>({
-    write(chunk) {
-      try {
-        let done = 0;
-        while (done < chunk.length) done += writeSync(fd!, chunk, done, chunk.length - done);
-      } catch (e) {
-        // A failed write errors the stream without calling abort: clean up here.
-        discard();
-        throw e;
-      }
-    },
-    close() {
-      try {
-        if (fsync) fsyncSync(fd!);
-        closeSync(fd!);
-        fd = undefined;
-        renameSync(temp, path);
-      } catch (e) {
-        discard();
-        throw e;
-      }
-    },
-    abort() {
-      discard();
-    },
+    // A failed write errors the stream without calling abort: PendingFile cleans up itself.
+    write: (chunk) => file.write(chunk),
+    close: () => file.commit(fsync),
+    abort: () => file.discard(),
   });
 }

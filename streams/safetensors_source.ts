@@ -81,9 +81,10 @@ interface PieceReader {
  * Opens a safetensors checkpoint: parses and validates its header, then
  * streams its tensors.
  *
- * For a path or a `Uint8Array` every slab carries a `source` that reads its
- * tensor again with the same slab boundaries (a path is reopened for each
- * re-read). A `ReadableStream` input is read only as far as the header before
+ * For a path, a `Uint8Array` or a function opening a {@linkcode ByteSource}
+ * every slab carries a `source` that reads its tensor again with the same
+ * slab boundaries (a path is reopened, and the function called again, for
+ * each re-read). A `ReadableStream` input is read only as far as the header before
  * the promise resolves, then on demand; its slabs carry no `source`.
  *
  * @example
@@ -99,7 +100,7 @@ interface PieceReader {
  * assert.deepEqual(chunks.map((c) => c.kind === "raw" ? [] : [...c.data]), [[1, 2, 3, 4]]);
  * ```
  *
- * @param input A file path, the file's bytes, or a stream of them.
+ * @param input A file path, the file's bytes, a stream of them, or a function opening a source of them.
  * @param options Slab budget.
  * @returns The header and the stream of slabs and raw chunks.
  * @throws {RangeError} When `slabBytes` is not a positive integer.
@@ -108,7 +109,7 @@ interface PieceReader {
  *   positions when the data is truncated or followed by extra bytes.
  */
 export async function readSafetensors(
-  input: string | ReadableStream<Uint8Array> | Uint8Array,
+  input: string | ReadableStream<Uint8Array> | Uint8Array | (() => ByteSource),
   options: ReadSafetensorsOptions = {},
 ): Promise<SafetensorsModel> {
   const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
@@ -126,7 +127,12 @@ export async function readSafetensors(
   if (input instanceof ReadableStream) {
     return await openSequential(input, slabBytes, buffers);
   }
-  throw new TypeError("readSafetensors expects a path, a Uint8Array or a ReadableStream<Uint8Array>");
+  if (typeof input === "function") {
+    return openRandomAccess(input, slabBytes, buffers);
+  }
+  throw new TypeError(
+    "readSafetensors expects a path, a Uint8Array, a ReadableStream<Uint8Array> or a function returning a ByteSource",
+  );
 }
 
 function openRandomAccess(

@@ -1,0 +1,106 @@
+/**
+ * A file job on several threads: the output header is written first, then
+ * this thread and the workers claim tensors in file order and write each
+ * tensor's output at its place, fixed by the header (`_tensor_tasks.ts`).
+ * The bytes and the report are those of the one-thread job.
+ *
+ * @module
+ */
+import { reviveError } from "../src/_quantize_task.ts";
+import { type ModelReport, summarize, type TensorReport } from "../src/report.ts";
+import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
+import { wasmKernels } from "../src/wasm_kernels.ts";
+import { outputPlan } from "./_output_plan.ts";
+import { PendingFile } from "./_pending_file.ts";
+import type { TensorTasksMessage, TensorTasksReply } from "./_tensor_task_worker.ts";
+import { runTensorTasks, SharedProgress, TaskFailure, type TensorTask, type TensorTasks } from "./_tensor_tasks.ts";
+import { type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
+
+type OnTensor = (index: number, reports: readonly TensorReport[]) => void;
+
+/**
+ * Quantizes a safetensors file into a new safetensors file with
+ * `options.workers` Web Workers besides this thread. `onTensor` is called in
+ * the order tensors finish, not file order.
+ *
+ * @param inputPath The checkpoint.
+ * @param outputPath Where to write; the file appears only when complete.
+ * @param options As for `quantizeFile`; `format` must be safetensors.
+ * @param inThisThread Whether this thread does tasks too (tests turn it off to make the workers do them all).
+ * @returns The report, as the one-thread job makes it.
+ * @throws {FormatError} When the input is malformed (nothing is written).
+ * @throws {NonFiniteError} The first bad tensor's error in file order (nothing is written).
+ */
+export async function quantizeFileInParallel(
+  inputPath: string,
+  outputPath: string,
+  options: QuantizePipelineOptions,
+  inThisThread = true,
+): Promise<ModelReport> {
+  const config = resolveConfig(options.config);
+  const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
+  // The header only: validated before anything is written.
+  const { header, chunks } = await readSafetensors(inputPath, { slabBytes });
+  await chunks.cancel();
+  const { groups, metadata } = outputPlan(header, config);
+  const head = encodeSafetensorsHeader(groups.flat(), metadata);
+  let at = head.length;
+  const tasks = header.entries.map((entry, k): TensorTask => {
+    const outputBytes = groups[k].reduce((sum, spec) => sum + spec.byteLength, 0);
+    const task = { entry, outputStart: at, outputBytes };
+    at += outputBytes;
+    return task;
+  });
+
+  const total = header.dataEnd - header.dataStart;
+  const shared = new SharedProgress(undefined, (done) => options.onProgress?.(done, total));
+  const results: (readonly TensorReport[])[] = [];
+  const onTensor: OnTensor = (index, reports) => {
+    results[index] = reports;
+    for (const report of reports) options.onTensor?.(report);
+    options.onProgress?.(shared.bytes, total);
+  };
+  const file = new PendingFile(outputPath);
+  try {
+    file.write(head, 0);
+    const job: TensorTasks = { inputPath, outputPath: file.temp, config, slabBytes, tasks };
+    // Workers first: they take a while to start, and this thread works meanwhile.
+    const workers = Array.from({ length: options.workers ?? 0 }, () => runWorker(job, shared, onTensor));
+    const mine = inThisThread ? [runTensorTasks(job, shared, onTensor)] : [];
+    const threads = await Promise.allSettled([...mine, ...workers]);
+    const failures = threads.flatMap((t) => t.status === "rejected" ? [t.reason] : []).map((reason) =>
+      reason instanceof TaskFailure ? reason : new TaskFailure(-1, reason)
+    );
+    if (failures.length) throw failures.reduce((a, b) => b.index < a.index ? b : a).error;
+    file.commit(true);
+  } catch (e) {
+    file.discard();
+    throw e;
+  }
+  return summarize(results.flat());
+}
+
+/**
+ * Runs a worker until no task is left.
+ *
+ * @returns When the worker is done; rejects with a {@linkcode TaskFailure}.
+ */
+function runWorker(job: TensorTasks, shared: SharedProgress, onTensor: OnTensor): Promise<void> {
+  const worker = new Worker(new URL("./_tensor_task_worker.ts", import.meta.url), { type: "module" });
+  return new Promise<void>((resolve, reject) => {
+    worker.onmessage = ({ data: reply }: MessageEvent<TensorTasksReply>) => {
+      if (reply.kind === "tensor") onTensor(reply.index, reply.reports);
+      else if (reply.kind === "done") resolve();
+      else reject(new TaskFailure(reply.index, reviveError(reply.error)));
+    };
+    worker.onerror = (event: ErrorEvent) => {
+      // The module failed to load, or an uncaught error: the job cannot count on this worker's tasks.
+      event.preventDefault();
+      shared.stop();
+      reject(new TaskFailure(-1, new Error(`Worker failed: ${event.message}`)));
+    };
+    const message: TensorTasksMessage = { job, shared: shared.buffer, wasm: wasmKernels() !== undefined };
+    worker.postMessage(message);
+  }).finally(() => worker.terminate());
+}

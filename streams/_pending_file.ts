@@ -1,0 +1,95 @@
+/**
+ * A file written under a temporary name in its final directory and renamed
+ * into place only when complete, so that a reader never sees half of it.
+ *
+ * @module
+ */
+import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+
+/** A file being written under `path + ".<random>.tmp"`, until {@linkcode PendingFile.commit}. */
+export class PendingFile {
+  /** The name it will have. */
+  readonly path: string;
+  /** The name it has while being written; other threads may open it to write their parts. */
+  readonly temp: string;
+  #fd: number | undefined;
+
+  /**
+   * Creates the temporary file at once, so that a missing directory or a
+   * permission problem shows before any work is done.
+   *
+   * @param path Final path of the file.
+   * @throws {Error} When the file cannot be created (the runtime's `ENOENT`, `EACCES`, ...).
+   */
+  constructor(path: string) {
+    this.path = path;
+    this.temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+    this.#fd = openSync(this.temp, "wx", 0o644);
+  }
+
+  /** The open file descriptor. */
+  get fd(): number {
+    if (this.#fd === undefined) throw new Error(`"${this.temp}" is no longer open`);
+    return this.#fd;
+  }
+
+  /**
+   * Writes all of `bytes`; on failure the file is discarded.
+   *
+   * @param bytes The bytes.
+   * @param position Where, or `null` for the current end of sequential writes.
+   */
+  write(bytes: Uint8Array, position: number | null = null): void {
+    try {
+      writeFully(this.fd, bytes, position);
+    } catch (e) {
+      this.discard();
+      throw e;
+    }
+  }
+
+  /**
+   * Closes the file and renames it to its final path (replacing any previous
+   * file); on failure the file is discarded.
+   *
+   * @param fsync Flush the data to disk first, so that after a crash the name holds nothing or the whole file.
+   */
+  commit(fsync: boolean): void {
+    try {
+      if (fsync) fsyncSync(this.fd);
+      closeSync(this.fd);
+      this.#fd = undefined;
+      renameSync(this.temp, this.path);
+    } catch (e) {
+      this.discard();
+      throw e;
+    }
+  }
+
+  /** Closes and removes the temporary file. Idempotent; never throws. */
+  discard(): void {
+    if (this.#fd !== undefined) {
+      try {
+        closeSync(this.#fd);
+      } catch { /* already closed */ }
+      this.#fd = undefined;
+    }
+    try {
+      unlinkSync(this.temp);
+    } catch { /* never created, or already removed */ }
+  }
+}
+
+/**
+ * Writes all of `bytes` to a file descriptor (`writeSync` may write less than asked).
+ *
+ * @param fd The file.
+ * @param bytes The bytes.
+ * @param position Where, or `null` for the current position.
+ */
+export function writeFully(fd: number, bytes: Uint8Array, position: number | null = null): void {
+  let done = 0;
+  while (done < bytes.length) {
+    done += writeSync(fd, bytes, done, bytes.length - done, position === null ? null : position + done);
+  }
+}

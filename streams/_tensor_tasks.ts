@@ -1,0 +1,216 @@
+/**
+ * One tensor of a file job as a task any thread can do: read the tensor's
+ * bytes from the input file, quantize them, and write its output tensors at
+ * their place in the output file. The output's layout is fixed by the header
+ * before any data is read, so threads write their tensors side by side.
+ *
+ * @module
+ */
+import { closeSync, openSync } from "node:fs";
+import { type ByteSource, openFileSource } from "../src/byte_source.ts";
+import type { QuantizeConfig } from "../src/config.ts";
+import type { TensorReport } from "../src/report.ts";
+import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
+import { writeFully } from "./_pending_file.ts";
+import { withSlabMemory } from "./_slab_memory.ts";
+import { quantizeSafetensors } from "./quantize_pipeline.ts";
+
+/** One input tensor and where its output goes. */
+export interface TensorTask {
+  /** The tensor, as the input's header describes it. */
+  readonly entry: SafetensorsEntry;
+  /** Offset of its first output byte in the output file. */
+  readonly outputStart: number;
+  /** Bytes of its output tensors. */
+  readonly outputBytes: number;
+}
+
+/** A file job cut into tensor tasks; plain data, for `postMessage`. */
+export interface TensorTasks {
+  /** The input checkpoint. */
+  readonly inputPath: string;
+  /** The output file being written (its temporary name). */
+  readonly outputPath: string;
+  /** The configuration. */
+  readonly config: QuantizeConfig;
+  /** Byte budget of a slab. */
+  readonly slabBytes: number;
+  /** The tasks, in file order. */
+  readonly tasks: readonly TensorTask[];
+}
+
+/**
+ * The state threads share, in a `SharedArrayBuffer`: the next task to claim,
+ * a stop flag, and the input bytes done (for the progress bar).
+ */
+export class SharedProgress {
+  /** The memory; post it to the workers. */
+  readonly buffer: SharedArrayBuffer;
+  readonly #flags: Int32Array;
+  readonly #bytes: BigInt64Array;
+  readonly #onAdd: ((bytes: number) => void) | undefined;
+
+  /**
+   * @param buffer Memory from another thread's instance, or none for new state.
+   * @param onAdd Called in this thread with all threads' bytes done, when this thread adds some.
+   */
+  constructor(buffer: SharedArrayBuffer = new SharedArrayBuffer(16), onAdd?: (bytes: number) => void) {
+    this.buffer = buffer;
+    this.#flags = new Int32Array(buffer, 0, 2);
+    this.#bytes = new BigInt64Array(buffer, 8, 1);
+    this.#onAdd = onAdd;
+  }
+
+  /**
+   * Claims the next task, in file order.
+   *
+   * @param count How many tasks there are.
+   * @returns Its index, or undefined when none is left or the job stopped.
+   */
+  claim(count: number): number | undefined {
+    if (Atomics.load(this.#flags, 1)) return undefined;
+    const index = Atomics.add(this.#flags, 0, 1);
+    return index < count ? index : undefined;
+  }
+
+  /** Tells every thread to claim no more tasks (one failed). */
+  stop(): void {
+    Atomics.store(this.#flags, 1, 1);
+  }
+
+  /** @param bytes Input bytes just done. */
+  add(bytes: number): void {
+    const before = Atomics.add(this.#bytes, 0, BigInt(bytes));
+    this.#onAdd?.(Number(before) + bytes);
+  }
+
+  /** Input bytes done by all threads. */
+  get bytes(): number {
+    return Number(Atomics.load(this.#bytes, 0));
+  }
+}
+
+/** A task's error, with the index of the task: the job reports the failure of the first tensor in file order. */
+export class TaskFailure {
+  /**
+   * @param index The task.
+   * @param error What it threw.
+   */
+  constructor(readonly index: number, readonly error: unknown) {}
+}
+
+/**
+ * Does tasks until none is left: each tensor is read through a window of
+ * the input that looks like a checkpoint of that tensor alone, quantized by
+ * the streaming pipeline (same bytes, same report as in a whole-file job)
+ * and written at its place in the output.
+ *
+ * @param job The tasks.
+ * @param shared Task claims and progress.
+ * @param onTensor Called with each task's index and reports as it is done.
+ * @throws {TaskFailure} When a task fails; the other threads are told to stop.
+ */
+export async function runTensorTasks(
+  job: TensorTasks,
+  shared: SharedProgress,
+  onTensor: (index: number, reports: readonly TensorReport[]) => void,
+): Promise<void> {
+  const { tasks, slabBytes, config } = job;
+  // The temporary output exists: the main thread created it and wrote its header.
+  const output = openSync(job.outputPath, "r+");
+  try {
+    for (let index = shared.claim(tasks.length); index !== undefined; index = shared.claim(tasks.length)) {
+      const task = tasks[index];
+      let done = 0;
+      try {
+        // A lease per task: each task's rings are new, and take their memory from it.
+        await withSlabMemory(slabBytes, async (reuseBuffers) => {
+          const quantized = await quantizeSafetensors(() => tensorWindow(job.inputPath, task.entry), {
+            config,
+            slabBytes,
+            reuseBuffers,
+            onProgress: (bytes) => {
+              shared.add(bytes - done);
+              done = bytes;
+            },
+          });
+          await quantized.output.pipeTo(tensorDataSink(output, task));
+          onTensor(index, quantized.report().tensors);
+        });
+      } catch (error) {
+        shared.stop();
+        throw new TaskFailure(index, error);
+      }
+    }
+  } finally {
+    closeSync(output);
+  }
+}
+
+/**
+ * A checkpoint of one tensor: a header of its own followed by the tensor's
+ * bytes, read from the input file where they are.
+ *
+ * @param path The input file.
+ * @param entry The tensor.
+ * @returns The source.
+ */
+function tensorWindow(path: string, entry: SafetensorsEntry): ByteSource {
+  const { name, dtype, shape, begin, end } = entry;
+  const header = encodeSafetensorsHeader([{ name, dtype, shape, byteLength: end - begin }]);
+  const file = openFileSource(path);
+  return {
+    size: header.length + end - begin,
+    read(position: number, into: Uint8Array): number {
+      let n = 0;
+      if (position < header.length) {
+        n = Math.min(into.length, header.length - position);
+        into.set(header.subarray(position, position + n));
+      }
+      if (n === into.length) return n;
+      // Never past the tensor's end, even where the file goes on.
+      const from = begin + position + n - header.length;
+      const want = Math.min(into.length - n, end - from);
+      return want <= 0 ? n : n + file.read(from, into.subarray(n, n + want));
+    },
+    close: () => file.close(),
+  };
+}
+
+/**
+ * Writes a one-tensor checkpoint's data section at the task's place in the
+ * output file: its header (an 8-byte length, then that many bytes) is
+ * skipped; the data must be exactly the task's `outputBytes`.
+ *
+ * @param fd The output file.
+ * @param task The task.
+ * @returns The sink.
+ */
+function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array> {
+  const prefix = new Uint8Array(8);
+  let prefixBytes = 0;
+  let skip = -1; // header bytes still to skip, once the prefix is read
+  let written = 0;
+  const overflow = (bytes: number) =>
+    new RangeError(`Tensor "${task.entry.name}": ${bytes} bytes of output, the header says ${task.outputBytes}`);
+  return new WritableStream<Uint8Array>({
+    write(chunk) {
+      let k = 0;
+      while (skip < 0 && k < chunk.length) {
+        prefix[prefixBytes++] = chunk[k++];
+        if (prefixBytes === 8) skip = Number(new DataView(prefix.buffer).getBigUint64(0, true));
+      }
+      const n = Math.min(Math.max(skip, 0), chunk.length - k);
+      skip -= n;
+      k += n;
+      if (k === chunk.length) return;
+      const data = chunk.subarray(k);
+      if (written + data.length > task.outputBytes) throw overflow(written + data.length);
+      writeFully(fd, data, task.outputStart + written);
+      written += data.length;
+    },
+    close() {
+      if (written !== task.outputBytes) throw overflow(written);
+    },
+  });
+}
