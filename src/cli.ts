@@ -8,7 +8,7 @@
  *
  * @module
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
@@ -37,7 +37,8 @@ Usage:
       --config FILE.json                 {"global": {...}, "tensors": {"pattern": {...} | null}}
       --report FILE.json                 also write the report as JSON
       --slab-bytes N                     slab budget in bytes (default 1048576)
-      --workers N                        quantize slabs in N worker threads too; same output (default 0)
+      --workers N                        worker threads besides this one; same output (default: one per
+                                         further core, up to 2, for a .safetensors job on 256 MiB or more)
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
   quantflow dequantize IN.safetensors -o OUT.safetensors
   quantflow inspect FILE.safetensors [--json]
@@ -123,6 +124,22 @@ function requireOutput(values: { output?: string }, command: string): string {
   return values.output;
 }
 
+/** Inputs from which a worker repays its start (~0.15 s of module loading, while this thread works). */
+const PARALLEL_MIN_BYTES = 256 * 1024 * 1024;
+
+/**
+ * Workers for a job when `--workers` is not given: for a safetensors output (tensors split between threads;
+ * .arrows output would split slabs, which measured slower), one per further core, at most 2.
+ */
+function defaultWorkers(input: string, output: string): number {
+  if (output.endsWith(".arrows")) return 0;
+  let size = 0;
+  try {
+    size = statSync(input).size;
+  } catch { /* the job reports a missing input */ }
+  return size >= PARALLEL_MIN_BYTES ? Math.max(0, Math.min(2, (navigator.hardwareConcurrency ?? 1) - 1)) : 0;
+}
+
 async function quantize(args: string[], out = console.log): Promise<ModelReport> {
   const { values, positionals } = parseArgs({ args, options: QUANTIZE_FLAGS, allowPositionals: true });
   const input = oneInput(positionals, "quantize");
@@ -135,7 +152,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
-    workers: integer("workers", values.workers),
+    workers: integer("workers", values.workers) ?? defaultWorkers(input, output),
     onProgress: (done, total) => {
       inputBytes = done;
       bar.update(done, total);

@@ -3,28 +3,50 @@
  *
  * @module
  */
-import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import type { Allocate } from "../src/buffer_ring.ts";
+import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { wasmKernels } from "../src/wasm_kernels.ts";
 
 /**
- * Runs a job whose consumer is done with each chunk before it reads the next
- * (a synchronous file writer), with reused slab buffers: inside the wasm
+ * Memory for the slab rings of jobs whose consumer is done with each chunk
+ * before it reads the next (a synchronous file writer): inside the wasm
  * kernels' memory where it can be lent (input, re-read and output rings, the
  * 16-bit decoding scratch), so that the kernels work on slabs where they were
- * read; in JavaScript memory otherwise. Only the pages used are ever touched.
- *
- * @param slabBytes Byte budget of one slab.
- * @param work The job, given the `reuseBuffers` option to read with.
- * @returns What the job returns.
+ * read; in JavaScript memory otherwise. Consecutive jobs in one thread get the
+ * same buffers again: fresh memory costs ~11 µs per 4 KiB page on first touch
+ * (PITFALLS.md 14), which a job per tensor would pay for every tensor.
  */
-export async function withSlabMemory<T>(
-  slabBytes: number,
-  work: (reuseBuffers: true | Allocate) => Promise<T>,
-): Promise<T> {
-  const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slabBytes + 512), slabBytes);
-  try {
-    return await work(lease?.allocate ?? true);
-  } finally {
-    lease?.release();
+export class SlabMemory {
+  readonly #slabBytes: number;
+  /** JavaScript buffers, in the order the last job asked for them. */
+  readonly #buffers: Uint8Array[] = [];
+
+  /** @param slabBytes Byte budget of one slab. */
+  constructor(slabBytes: number) {
+    this.#slabBytes = slabBytes;
+  }
+
+  /**
+   * Runs a job; its buffers serve the next job once it has returned.
+   *
+   * @param work The job, given the `reuseBuffers` option to read with.
+   * @returns What the job returns.
+   */
+  async run<T>(work: (reuseBuffers: Allocate) => Promise<T>): Promise<T> {
+    const slab = this.#slabBytes;
+    const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slab + 512), slab);
+    let next = 0;
+    const buffers = this.#buffers;
+    const reuse: Allocate = (byteLength) => {
+      let buffer = buffers[next];
+      if (!buffer || buffer.length < byteLength) buffers[next] = buffer = new Uint8Array(byteLength);
+      next++;
+      return buffer.subarray(0, byteLength);
+    };
+    try {
+      return await work(lease?.allocate ?? reuse);
+    } finally {
+      lease?.release();
+    }
   }
 }

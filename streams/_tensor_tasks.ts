@@ -12,7 +12,7 @@ import type { QuantizeConfig } from "../src/config.ts";
 import type { TensorReport } from "../src/report.ts";
 import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
 import { writeFully } from "./_pending_file.ts";
-import { withSlabMemory } from "./_slab_memory.ts";
+import { SlabMemory } from "./_slab_memory.ts";
 import { quantizeSafetensors } from "./quantize_pipeline.ts";
 
 /** One input tensor and where its output goes. */
@@ -118,13 +118,14 @@ export async function runTensorTasks(
   const { tasks, slabBytes, config } = job;
   // The temporary output exists: the main thread created it and wrote its header.
   const output = openSync(job.outputPath, "r+");
+  const memory = new SlabMemory(slabBytes);
   try {
     for (let index = shared.claim(tasks.length); index !== undefined; index = shared.claim(tasks.length)) {
       const task = tasks[index];
       let done = 0;
       try {
-        // A lease per task: each task's rings are new, and take their memory from it.
-        await withSlabMemory(slabBytes, async (reuseBuffers) => {
+        // Each task's rings are new; they take the memory of the previous task's.
+        await memory.run(async (reuseBuffers) => {
           const quantized = await quantizeSafetensors(() => tensorWindow(job.inputPath, task.entry), {
             config,
             slabBytes,

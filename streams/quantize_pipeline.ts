@@ -14,7 +14,7 @@ import { outputPlan } from "./_output_plan.ts";
 import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 import type { Allocate } from "../src/buffer_ring.ts";
-import { withSlabMemory } from "./_slab_memory.ts";
+import { SlabMemory } from "./_slab_memory.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
@@ -60,8 +60,10 @@ export interface QuantizePipelineOptions {
    */
   reuseBuffers?: boolean | Allocate;
   /**
-   * Web Workers to quantize slabs in, besides this thread (see {@linkcode QuantizeStreamOptions.workers}):
-   * the output is the same whatever the count.
+   * Web Workers besides this thread; the output is the same whatever the count. {@linkcode quantizeFile}
+   * writing safetensors splits whole tensors between this thread and the workers, each written at its place in
+   * the output (the header fixes it); otherwise the slabs of one-pass tensors go to the workers (see
+   * {@linkcode QuantizeStreamOptions.workers}).
    * @default {0}
    */
   workers?: number;
@@ -192,7 +194,7 @@ export async function quantizeFile(
     return await quantizeFileInParallel(inputPath, outputPath, options);
   }
   // The file writer is done with each chunk when its write returns: buffers can be reused.
-  return await withSlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES, async (reuseBuffers) => {
+  return await new SlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES).run(async (reuseBuffers) => {
     const job = await quantizeSafetensors(inputPath, { reuseBuffers, ...options, format });
     await job.output.pipeTo(writeFileAtomically(outputPath));
     return job.report();
