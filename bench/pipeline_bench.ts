@@ -55,6 +55,7 @@ const SIZES: Record<string, { tensors: number; label: string }> = {
   "256M": { tensors: 4, label: "256 MiB" },
   "1G": { tensors: 16, label: "1 GiB" },
   "2G": { tensors: 32, label: "2 GiB" },
+  "4G": { tensors: 64, label: "4 GiB" },
 };
 
 /** One benchmark case: an input size (and storage type), an output format and CLI flags. */
@@ -163,6 +164,24 @@ function dataBytes(size: string, dtype: Case["dtype"] = "F32"): number {
 function casesFor(sizes: readonly string[]): Case[] {
   const cases: Case[] = [];
   for (const size of sizes) {
+    if (size === "4G") {
+      // How a worker's start pays off on a larger checkpoint (`--sizes 4G`, not part of --full).
+      for (const [suffix, kernels] of [["", []], ["_js", ["--js-kernels"]]] as const) {
+        cases.push({
+          name: `st_per_channel${suffix}`,
+          size,
+          ext: "safetensors",
+          flags: [...kernels, "--workers", "0"],
+        });
+        cases.push({
+          name: `st_per_channel${suffix}_w1`,
+          size,
+          ext: "safetensors",
+          flags: [...kernels, "--workers", "1"],
+        });
+      }
+      continue;
+    }
     // Issue 3: streamed slabs -> quantize -> Arrow IPC.
     cases.push({ name: "arrows_per_channel", size, ext: "arrows", flags: [] });
     // The same with the plain JavaScript kernels, against the bare JavaScript kernel.
@@ -542,6 +561,20 @@ function verdicts(rows: CaseSummary[], kernel: ReadonlyMap<string, KernelResult>
           } MiB)`,
         );
       }
+    }
+  }
+  for (const rt of runtimes) {
+    for (const suffix of ["", "_js"]) {
+      const one = get(`st_per_channel${suffix}`, "4G", rt);
+      const two = get(`st_per_channel${suffix}_w1`, "4G", rt);
+      if (!one || !two) continue;
+      lines.push(
+        `workers ${rt}: 4 GiB st_per_channel${suffix}, this thread + 1 worker ${two.bestS.toFixed(2)} s wall (${
+          gbs(two, two.bestS).toFixed(2)
+        } GB/s), one thread ${one.bestS.toFixed(2)} s (${gbs(one, one.bestS).toFixed(2)} GB/s): ${
+          (one.bestS / two.bestS).toFixed(2)
+        }x; peak RSS ${two.maxRssMiB.toFixed(0)} / ${one.maxRssMiB.toFixed(0)} MiB`,
+      );
     }
   }
   for (const size of ["1G", "256M", "2G"]) {
