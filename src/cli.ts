@@ -58,6 +58,11 @@ function integer(flag: string, value: string | undefined): number | undefined {
   return Number(value);
 }
 
+function nonNegative(flag: string, value: number | undefined): number | undefined {
+  if (value !== undefined && value < 0) throw new UsageError(`--${flag} expects a number >= 0, got ${value}`);
+  return value;
+}
+
 const QUANTIZE_FLAGS = {
   output: { type: "string", short: "o" },
   mode: { type: "string" },
@@ -152,7 +157,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
-    workers: integer("workers", values.workers) ?? defaultWorkers(input, output),
+    workers: nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output),
     onProgress: (done, total) => {
       inputBytes = done;
       bar.update(done, total);

@@ -181,6 +181,7 @@ export async function quantizeSafetensors(
  * @returns The report.
  * @throws {FormatError} When the input is malformed (nothing is written).
  * @throws {NonFiniteError} When a tensor to quantize holds NaN or an infinity (nothing is written).
+ * @throws {RangeError} When `workers` is not a non-negative integer.
  */
 export async function quantizeFile(
   inputPath: string,
@@ -188,7 +189,11 @@ export async function quantizeFile(
   options: QuantizePipelineOptions = {},
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
-  if (format === "safetensors" && (options.workers ?? 0) > 0) {
+  const { workers = 0 } = options;
+  if (!Number.isInteger(workers) || workers < 0) {
+    throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
+  }
+  if (format === "safetensors" && workers > 0) {
     // Loaded on demand: a one-thread job need not pay for the worker machinery.
     const { quantizeFileInParallel } = await import("./_parallel_file_job.ts");
     return await quantizeFileInParallel(inputPath, outputPath, options);

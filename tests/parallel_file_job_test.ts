@@ -6,6 +6,7 @@ import { join } from "node:path";
 import process from "node:process";
 import type { QuantizeOptions } from "@quantflow/quantflow";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
+import { main } from "../src/cli.ts";
 import { quantizeFileInParallel } from "../streams/_parallel_file_job.ts";
 import { GPT2_CONFIG, tinyGpt2 } from "../src/demo_model.ts";
 import { parseConfig } from "../src/config.ts";
@@ -161,6 +162,31 @@ describe("quantizeFile with workers", () => {
     assert.ok(error instanceof FormatError);
     assert.equal(error.message, expected.error.message);
     assert.deepEqual(left, []);
+  });
+
+  test("the CLI: --workers gives the same file, a bad count is bad usage", async () => {
+    const [one, two] = [path(), path()];
+    const log = console.log;
+    const error = console.error;
+    const errors: string[] = [];
+    console.log = () => {};
+    console.error = (text: string) => errors.push(text);
+    try {
+      assert.equal(await main(["quantize", mixed, "-o", one, "--workers", "0"]), 0);
+      assert.equal(await main(["quantize", mixed, "-o", two, "--workers", "2"]), 0);
+      assert.equal(await main(["quantize", mixed, "-o", path(), "--workers", "-1"]), 2);
+    } finally {
+      console.log = log;
+      console.error = error;
+    }
+    assert.deepEqual(readFileSync(two), readFileSync(one));
+    assert.match(errors[0], /--workers expects a number >= 0, got -1/);
+  });
+
+  test("workers must be a non-negative integer", async () => {
+    for (const workers of [-1, 1.5]) {
+      await assert.rejects(quantizeFile(mixed, path(), { workers }), RangeError);
+    }
   });
 
   test("a missing output directory fails at once", async () => {
