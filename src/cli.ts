@@ -154,10 +154,11 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const bar = new ProgressBar("quantizing");
   let inputBytes = 0;
   const started = performance.now();
+  const workers = nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output);
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
-    workers: nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output),
+    workers,
     onProgress: (done, total) => {
       inputBytes = done;
       bar.update(done, total);
@@ -166,7 +167,8 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const seconds = (performance.now() - started) / 1000;
   out(formatReport(report));
   // Header to renamed output, without the runtime's startup: what bench/pipeline_bench.ts compares with numpy.
-  out(`Done in ${seconds.toFixed(3)} s: ${(inputBytes / seconds / 1e9).toFixed(2)} GB/s of tensor data.`);
+  const threads = workers ? ` (this thread and ${workers} worker${workers > 1 ? "s" : ""})` : "";
+  out(`Done in ${seconds.toFixed(3)} s${threads}: ${(inputBytes / seconds / 1e9).toFixed(2)} GB/s of tensor data.`);
   const omitted = report.tensors.filter((t) => t.omitted);
   if (omitted.length) {
     console.error(
