@@ -7,10 +7,13 @@
 /** Input bytes between two collection requests. */
 const GC_HINT_BYTES = 64 * 1024 * 1024;
 
+/** Input bytes since this thread's last request: shared by its jobs (a parallel file job runs one per tensor). */
+let since = 0;
+
 /**
  * Under Bun, a callback that asks JavaScriptCore for a collection at a tensor
  * boundary once 64 MiB of input have gone by since the last request (at most
- * once per tensor); elsewhere a no-op.
+ * once per tensor), counting the bytes of every job in this thread; elsewhere a no-op.
  *
  * Why: every 4 MiB slab (as measured) leaves some 20 KiB (safetensors output) to 50 KiB
  * (Arrow output) of short-lived objects (block parameters, apache-arrow's
@@ -28,7 +31,6 @@ const GC_HINT_BYTES = 64 * 1024 * 1024;
 export function bunGcHint(): (bytes: number) => void {
   const bun = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun;
   if (bun === undefined) return () => {};
-  let since = 0;
   return (bytes) => {
     since += bytes;
     if (since < GC_HINT_BYTES) return;

@@ -38,7 +38,7 @@ Usage:
       --report FILE.json                 also write the report as JSON
       --slab-bytes N                     slab budget in bytes (default 1048576)
       --workers N                        worker threads besides this one; same output (default: one per
-                                         further core, up to 2, for a .safetensors job on 256 MiB or more)
+                                         further core, up to 2, for a .safetensors job on 1 GiB or more)
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
   quantflow dequantize IN.safetensors -o OUT.safetensors
   quantflow inspect FILE.safetensors [--json]
@@ -129,8 +129,12 @@ function requireOutput(values: { output?: string }, command: string): string {
   return values.output;
 }
 
-/** Inputs from which a worker repays its start (~0.15 s of module loading, while this thread works). */
-const PARALLEL_MIN_BYTES = 256 * 1024 * 1024;
+/**
+ * Inputs from which a worker is worth its start (~0.17 s in Deno to load its modules, while this thread works)
+ * and its ~40 MiB: at 1 GiB it measured from no gain (Deno) to 20% faster (Bun), at 4 GiB 1.5-2.3x faster
+ * (bench/RESULTS.md, Addendum 4).
+ */
+const PARALLEL_MIN_BYTES = 1024 * 1024 * 1024;
 
 /**
  * Workers for a job when `--workers` is not given: for a safetensors output (tensors split between threads;

@@ -27,7 +27,8 @@ type OnTensor = (index: number, reports: readonly TensorReport[]) => void;
  * @param inputPath The checkpoint.
  * @param outputPath Where to write; the file appears only when complete.
  * @param options As for `quantizeFile`; `format` must be safetensors.
- * @param inThisThread Whether this thread does tasks too (tests turn it off to make the workers do them all).
+ * @param inThisThread Whether this thread does tasks too when there are workers (tests turn it off to make the
+ *   workers do them all).
  * @returns The report, as the one-thread job makes it.
  * @throws {FormatError} When the input is malformed (nothing is written).
  * @throws {NonFiniteError} The first bad tensor's error in file order (nothing is written).
@@ -61,18 +62,20 @@ export async function quantizeFileInParallel(
     for (const report of reports) options.onTensor?.(report);
     options.onProgress?.(shared.bytes, total);
   };
+  // No more workers than tensors for them; this thread works too unless told otherwise (and always without workers).
+  const workerCount = Math.min(options.workers ?? 0, tasks.length - (inThisThread ? 1 : 0));
   const file = new PendingFile(outputPath);
   try {
     file.write(head, 0);
     const job: TensorTasks = { inputPath, outputPath: file.temp, config, slabBytes, tasks };
     // Workers first: they take a while to start, and this thread works meanwhile.
-    const workers = Array.from({ length: options.workers ?? 0 }, () => runWorker(job, shared, onTensor));
-    const mine = inThisThread ? [runTensorTasks(job, shared, onTensor)] : [];
+    const workers = Array.from({ length: Math.max(workerCount, 0) }, () => runWorker(job, shared, onTensor));
+    const mine = inThisThread || workerCount < 1 ? [runTensorTasks(job, shared, onTensor)] : [];
     const threads = await Promise.allSettled([...mine, ...workers]);
     const failures = threads.flatMap((t) => t.status === "rejected" ? [t.reason] : []).map((reason) =>
       reason instanceof TaskFailure ? reason : new TaskFailure(-1, reason)
     );
-    if (failures.length) throw failures.reduce((a, b) => b.index < a.index ? b : a).error;
+    if (failures.length) throw firstFailure(failures).error;
     file.commit(true);
   } catch (e) {
     file.discard();
@@ -82,25 +85,51 @@ export async function quantizeFileInParallel(
 }
 
 /**
- * Runs a worker until no task is left.
+ * The failure the job reports: the first bad tensor in file order (the one-thread job would have met it first), or
+ * else an error outside any tensor (a worker that failed to start or crashed).
+ */
+function firstFailure(failures: readonly TaskFailure[]): TaskFailure {
+  const tensors = failures.filter((f) => f.index >= 0);
+  return (tensors.length ? tensors : failures).reduce((a, b) => b.index < a.index ? b : a);
+}
+
+/**
+ * Runs a worker until no task is left. Whatever fails (creating it, loading its module, a tensor, this thread's
+ * callbacks with its results) tells the other threads to stop and rejects.
  *
  * @returns When the worker is done; rejects with a {@linkcode TaskFailure}.
  */
 function runWorker(job: TensorTasks, shared: SharedProgress, onTensor: OnTensor): Promise<void> {
-  const worker = new Worker(new URL("./_tensor_task_worker.ts", import.meta.url), { type: "module" });
+  let worker: Worker | undefined;
   return new Promise<void>((resolve, reject) => {
-    worker.onmessage = ({ data: reply }: MessageEvent<TensorTasksReply>) => {
-      if (reply.kind === "tensor") onTensor(reply.index, reply.reports);
-      else if (reply.kind === "done") resolve();
-      else reject(new TaskFailure(reply.index, reviveError(reply.error)));
+    let failed = false;
+    const fail = (failure: TaskFailure) => {
+      failed = true;
+      shared.stop();
+      reject(failure);
     };
+    worker = new Worker(new URL("./_tensor_task_worker.ts", import.meta.url), { type: "module" });
+    worker.onmessage = ({ data: reply }: MessageEvent<TensorTasksReply>) => {
+      if (failed) return; // nothing more reaches the callbacks once the job failed here
+      if (reply.kind === "done") return resolve();
+      if (reply.kind === "error") return fail(new TaskFailure(reply.index, reviveError(reply.error)));
+      try {
+        onTensor(reply.index, reply.reports);
+      } catch (error) {
+        fail(new TaskFailure(reply.index, error));
+      }
+    };
+    worker.onmessageerror = () => fail(new TaskFailure(-1, new Error("A worker's message could not be read")));
     worker.onerror = (event: ErrorEvent) => {
       // The module failed to load, or an uncaught error: the job cannot count on this worker's tasks.
       event.preventDefault();
-      shared.stop();
-      reject(new TaskFailure(-1, new Error(`Worker failed: ${event.message}`)));
+      fail(new TaskFailure(-1, new Error(`Worker failed: ${event.message}`)));
     };
     const message: TensorTasksMessage = { job, shared: shared.buffer, wasm: wasmKernels() !== undefined };
     worker.postMessage(message);
-  }).finally(() => worker.terminate());
+  }).catch((error) => {
+    // A Worker that could not be created throws in the executor: the others must stop too.
+    shared.stop();
+    throw error instanceof TaskFailure ? error : new TaskFailure(-1, error);
+  }).finally(() => worker?.terminate());
 }

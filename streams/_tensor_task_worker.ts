@@ -39,7 +39,6 @@ scope.onmessage = async ({ data: { job, shared, wasm } }) => {
     });
     scope.postMessage({ kind: "done" });
   } catch (e) {
-    progress.stop();
     // An error outside any task (opening the output) counts as the first.
     const [index, error] = e instanceof TaskFailure ? [e.index, e.error] : [-1, e];
     scope.postMessage({ kind: "error", index, error: serializeError(error) });

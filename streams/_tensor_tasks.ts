@@ -108,7 +108,8 @@ export class TaskFailure {
  * @param job The tasks.
  * @param shared Task claims and progress.
  * @param onTensor Called with each task's index and reports as it is done.
- * @throws {TaskFailure} When a task fails; the other threads are told to stop.
+ * @throws {TaskFailure} When a task fails, or another error (opening the output); either way the other threads
+ *   are told to stop.
  */
 export async function runTensorTasks(
   job: TensorTasks,
@@ -116,10 +117,11 @@ export async function runTensorTasks(
   onTensor: (index: number, reports: readonly TensorReport[]) => void,
 ): Promise<void> {
   const { tasks, slabBytes, config } = job;
-  // The temporary output exists: the main thread created it and wrote its header.
-  const output = openSync(job.outputPath, "r+");
-  const memory = new SlabMemory(slabBytes);
+  let output: number | undefined;
   try {
+    // The temporary output exists: the main thread created it and wrote its header.
+    const fd = output = openSync(job.outputPath, "r+");
+    const memory = new SlabMemory(slabBytes);
     for (let index = shared.claim(tasks.length); index !== undefined; index = shared.claim(tasks.length)) {
       const task = tasks[index];
       let done = 0;
@@ -135,16 +137,18 @@ export async function runTensorTasks(
               done = bytes;
             },
           });
-          await quantized.output.pipeTo(tensorDataSink(output, task));
+          await quantized.output.pipeTo(tensorDataSink(fd, task));
           onTensor(index, quantized.report().tensors);
         });
       } catch (error) {
-        shared.stop();
         throw new TaskFailure(index, error);
       }
     }
+  } catch (error) {
+    shared.stop();
+    throw error;
   } finally {
-    closeSync(output);
+    if (output !== undefined) closeSync(output);
   }
 }
 

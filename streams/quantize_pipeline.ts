@@ -60,9 +60,11 @@ export interface QuantizePipelineOptions {
    */
   reuseBuffers?: boolean | Allocate;
   /**
-   * Web Workers besides this thread; the output is the same whatever the count. {@linkcode quantizeFile}
-   * writing safetensors splits whole tensors between this thread and the workers, each written at its place in
-   * the output (the header fixes it); otherwise the slabs of one-pass tensors go to the workers (see
+   * Web Workers besides this thread; the output and the report are the same whatever the count.
+   * {@linkcode quantizeFile} writing safetensors splits whole tensors between this thread and the workers (at
+   * most one worker per tensor but one), each written at its place in the output (the header fixes it); then
+   * `onTensor` is called in the order tensors finish, `onProgress` at least once per tensor, and buffers are
+   * always reused. Otherwise the slabs of one-pass tensors go to the workers (see
    * {@linkcode QuantizeStreamOptions.workers}).
    * @default {0}
    */

@@ -166,12 +166,15 @@ function openRandomAccess(
     }
     return s;
   };
-  return { header, chunks: chunkStream(plans, randomAccessReader(() => source), sourceOf, buffers?.()) };
+  return { header, chunks: chunkStream(plans, randomAccessReader(() => source, source), sourceOf, buffers?.()) };
 }
 
-/** A reader over a byte source opened on first use. */
-function randomAccessReader(open: () => ByteSource): PieceReader {
-  let source: ByteSource | undefined;
+/**
+ * A reader over a byte source opened on first use, or already open (closed
+ * like one it opened, also when the stream is cancelled before any read).
+ */
+function randomAccessReader(open: () => ByteSource, opened?: ByteSource): PieceReader {
+  let source: ByteSource | undefined = opened;
   let closed = false;
   const close = () => {
     closed = true;

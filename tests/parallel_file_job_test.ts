@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -104,17 +104,61 @@ describe("quantizeFile with workers", () => {
   });
 
   test("the workers use the plain-JS kernels when this thread does", async () => {
-    const expected = await run(mixed, { slabBytes: 4096 });
-    setWasmKernelsEnabled(false);
-    try {
-      const got = await run(mixed, { slabBytes: 4096, workers: 2 }, true);
-      assert.deepEqual(got.bytes, expected.bytes);
-      assert.deepEqual(got.report.tensors.map((t) => t.maxAbsError), expected.report.tensors.map((t) => t.maxAbsError));
-    } finally {
-      setWasmKernelsEnabled(true);
+    const config = parseConfig(GPT2_CONFIG);
+    for (const [input, options] of [[mixed, { slabBytes: 4096 }], [gpt2, { config, slabBytes: 1000 }]] as const) {
+      const expected = await run(input, options);
+      setWasmKernelsEnabled(false);
+      try {
+        const got = await run(input, { ...options, workers: 2 }, true);
+        assert.deepEqual(got.bytes, expected.bytes);
+        assert.deepEqual(
+          got.report.tensors.map((t) => t.maxAbsError),
+          expected.report.tensors.map((t) => t.maxAbsError),
+        );
+      } finally {
+        setWasmKernelsEnabled(true);
+      }
     }
     assert.ok(wasmKernels() !== undefined || typeof WebAssembly === "undefined");
   });
+
+  test("a callback that throws fails the job with its error, leaving nothing", async () => {
+    for (const workersOnly of [false, true]) {
+      const boom = new Error("boom from onTensor");
+      const { error, left } = await failure(mixed, {
+        workers: 2,
+        onTensor: () => {
+          throw boom;
+        },
+      }, workersOnly);
+      assert.equal(error, boom, `workersOnly ${workersOnly}`);
+      assert.deepEqual(left, []);
+    }
+  });
+
+  test(
+    "file descriptors are all closed after a job, done or failed",
+    { skip: !existsSync("/proc/self/fd") },
+    async () => {
+      // Only our files: the runtimes open sockets and event fds of their own for worker threads.
+      const open = () =>
+        readdirSync("/proc/self/fd").filter((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir);
+          } catch {
+            return false; // closed meanwhile (the directory listing's own fd)
+          }
+        }).length;
+      const before = open();
+      await run(mixed, { workers: 1 });
+      await run(mixed, { workers: 1 }, true);
+      const truncated = path();
+      const whole = readFileSync(mixed);
+      writeFileSync(truncated, whole.subarray(0, whole.length - 10));
+      await failure(truncated, { workers: 1 });
+      assert.equal(open(), before);
+    },
+  );
 
   test("every tensor is reported once, and progress reaches the data section's size", async () => {
     const tensors: TensorReport[] = [];
