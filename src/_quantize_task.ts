@@ -63,6 +63,8 @@ export interface SerializedError {
   readonly message: string;
   /** The tensor named by a quantflow error. */
   readonly tensor?: string;
+  /** The system error code (`ENOSPC`, `EACCES`, ...) of a failed file operation. */
+  readonly code?: string;
 }
 
 /**
@@ -112,12 +114,17 @@ export function transfersOf(result: SlabResult): ArrayBuffer[] {
  * An error as data, for `postMessage`.
  *
  * @param error Anything thrown.
- * @returns Its name, message and tensor.
+ * @returns Its name, message, tensor and system error code.
  */
 export function serializeError(error: unknown): SerializedError {
   if (!(error instanceof Error)) return { name: "Error", message: String(error) };
-  const { tensor } = error as { tensor?: unknown };
-  return { name: error.name, message: error.message, ...(typeof tensor === "string" ? { tensor } : {}) };
+  const { tensor, code } = error as { tensor?: unknown; code?: unknown };
+  return {
+    name: error.name,
+    message: error.message,
+    ...(typeof tensor === "string" ? { tensor } : {}),
+    ...(typeof code === "string" ? { code } : {}),
+  };
 }
 
 /**
@@ -151,5 +158,6 @@ export function reviveError(error: SerializedError): Error {
   }
   // The constructors above format their own message; the worker's is the one to keep.
   revived.message = message;
+  if (error.code !== undefined) Object.assign(revived, { code: error.code });
   return revived;
 }

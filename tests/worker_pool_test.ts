@@ -146,4 +146,11 @@ describe("worker errors", () => {
       assert.equal((revived as { tensor?: string }).tensor, (error as { tensor?: string }).tensor);
     }
   });
+
+  test("a failed file operation keeps its system error code", () => {
+    const error = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
+    const revived = reviveError(structuredClone(serializeError(error)));
+    assert.equal((revived as { code?: string }).code, "ENOSPC");
+    assert.equal(revived.message, error.message);
+  });
 });
