@@ -1,8 +1,8 @@
 /**
- * One tensor of a file job as a task any thread can do: read the tensor's
- * bytes from the input file, quantize them, and write its output tensors at
- * their place in the output file. The output's layout is fixed by the header
- * before any data is read, so threads write their tensors side by side.
+ * A tensor of a file job (or a run of small ones) as a task any thread can
+ * do: read its bytes from the input file, quantize them, and write its output
+ * tensors at their place in the output file. The output's layout is fixed by
+ * the header before any data is read, so threads write side by side.
  *
  * @module
  */
@@ -15,13 +15,13 @@ import { writeFully } from "./_pending_file.ts";
 import { SlabMemory } from "./_slab_memory.ts";
 import { quantizeSafetensors } from "./quantize_pipeline.ts";
 
-/** One input tensor and where its output goes. */
+/** Consecutive input tensors and where their outputs go. */
 export interface TensorTask {
-  /** The tensor, as the input's header describes it. */
-  readonly entry: SafetensorsEntry;
-  /** Offset of its first output byte in the output file. */
+  /** The tensors, as the input's header describes them: in file order, each starting where the previous ends. */
+  readonly entries: readonly SafetensorsEntry[];
+  /** Offset of their first output byte in the output file. */
   readonly outputStart: number;
-  /** Bytes of its output tensors. */
+  /** Bytes of their output tensors. */
   readonly outputBytes: number;
 }
 
@@ -100,10 +100,10 @@ export class TaskFailure {
 }
 
 /**
- * Does tasks until none is left: each tensor is read through a window of
- * the input that looks like a checkpoint of that tensor alone, quantized by
- * the streaming pipeline (same bytes, same report as in a whole-file job)
- * and written at its place in the output.
+ * Does tasks until none is left: a task's tensors are read through a window
+ * of the input that looks like a checkpoint of those tensors alone, quantized
+ * by the streaming pipeline (same bytes, same report as in a whole-file job)
+ * and written at their place in the output.
  *
  * @param job The tasks.
  * @param shared Task claims and progress.
@@ -128,7 +128,7 @@ export async function runTensorTasks(
       try {
         // Each task's rings are new; they take the memory of the previous task's.
         await memory.run(async (reuseBuffers) => {
-          const quantized = await quantizeSafetensors(() => tensorWindow(job.inputPath, task.entry), {
+          const quantized = await quantizeSafetensors(() => tensorWindow(job.inputPath, task.entries), {
             config,
             slabBytes,
             reuseBuffers,
@@ -153,16 +153,19 @@ export async function runTensorTasks(
 }
 
 /**
- * A checkpoint of one tensor: a header of its own followed by the tensor's
+ * A checkpoint of some tensors: a header of their own followed by their
  * bytes, read from the input file where they are.
  *
  * @param path The input file.
- * @param entry The tensor.
+ * @param entries The tensors, contiguous in the file.
  * @returns The source.
  */
-function tensorWindow(path: string, entry: SafetensorsEntry): ByteSource {
-  const { name, dtype, shape, begin, end } = entry;
-  const header = encodeSafetensorsHeader([{ name, dtype, shape, byteLength: end - begin }]);
+function tensorWindow(path: string, entries: readonly SafetensorsEntry[]): ByteSource {
+  const header = encodeSafetensorsHeader(
+    entries.map(({ name, dtype, shape, begin, end }) => ({ name, dtype, shape, byteLength: end - begin })),
+  );
+  const begin = entries[0].begin;
+  const end = entries[entries.length - 1].end;
   const file = openFileSource(path);
   return {
     size: header.length + end - begin,
@@ -173,7 +176,7 @@ function tensorWindow(path: string, entry: SafetensorsEntry): ByteSource {
         into.set(header.subarray(position, position + n));
       }
       if (n === into.length) return n;
-      // Never past the tensor's end, even where the file goes on.
+      // Never past the last tensor's end, even where the file goes on.
       const from = begin + position + n - header.length;
       const want = Math.min(into.length - n, end - from);
       return want <= 0 ? n : n + file.read(from, into.subarray(n, n + want));
@@ -183,7 +186,7 @@ function tensorWindow(path: string, entry: SafetensorsEntry): ByteSource {
 }
 
 /**
- * Writes a one-tensor checkpoint's data section at the task's place in the
+ * Writes a window checkpoint's data section at the task's place in the
  * output file: its header (an 8-byte length, then that many bytes) is
  * skipped; the data must be exactly the task's `outputBytes`.
  *
@@ -197,7 +200,10 @@ function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array
   let skip = -1; // header bytes still to skip, once the prefix is read
   let written = 0;
   const overflow = (bytes: number) =>
-    new RangeError(`Tensor "${task.entry.name}": ${bytes} bytes of output, the header says ${task.outputBytes}`);
+    new RangeError(
+      `Tensors "${task.entries[0].name}" to "${task.entries.at(-1)!.name}": ${bytes} bytes of output, ` +
+        `the header says ${task.outputBytes}`,
+    );
   return new WritableStream<Uint8Array>({
     write(chunk) {
       let k = 0;

@@ -14,7 +14,7 @@ import { FormatError, NonFiniteError } from "../src/errors.ts";
 import { encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
 import type { TensorReport } from "../src/report.ts";
 import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
-import { bytesOf, checkpoint, readCheckpoint } from "./_checkpoint.ts";
+import { bytesOf, checkpoint, rawFile, readCheckpoint } from "./_checkpoint.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "quantflow-parallel-"));
 process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
@@ -44,13 +44,19 @@ function mixedCheckpoint(): Uint8Array {
 type Options = Parameters<typeof quantizeFile>[2];
 
 /**
- * Quantizes a file; the output's bytes and the report. With `workersOnly`, this thread leaves every tensor to
- * the workers (they take a while to start: this thread would otherwise do all of a small file).
+ * Tasks of a few KiB: every tensor of these small files its own task, or a few together (tasks gather 32 MiB of
+ * consecutive tensors by default, which would make one task of a whole test file).
+ */
+const TASK_BYTES = 8000;
+
+/**
+ * Quantizes a file with or without workers; the output's bytes and the report. With `workersOnly`, this thread
+ * leaves every task to the workers (they take a while to start: this thread would otherwise do all of a small file).
  */
 async function run(input: string, options: Options, workersOnly = false) {
   const output = path();
-  const report = workersOnly
-    ? await quantizeFileInParallel(input, output, options ?? {}, false)
+  const report = options?.workers
+    ? await quantizeFileInParallel(input, output, options, { inThisThread: !workersOnly, taskBytes: TASK_BYTES })
     : await quantizeFile(input, output, options);
   return { bytes: readFileSync(output), report };
 }
@@ -60,8 +66,8 @@ async function failure(input: string, options: Options, workersOnly = false) {
   const out = mkdtempSync(join(dir, "out-"));
   try {
     const output = join(out, "q.safetensors");
-    await (workersOnly
-      ? quantizeFileInParallel(input, output, options ?? {}, false)
+    await (options?.workers
+      ? quantizeFileInParallel(input, output, options, { inThisThread: !workersOnly, taskBytes: TASK_BYTES })
       : quantizeFile(input, output, options));
   } catch (error) {
     return { error: error as Error, left: readdirSync(out) };
@@ -93,6 +99,33 @@ describe("quantizeFile with workers", () => {
       }
     });
   }
+
+  test("tensors with gaps between them in the input", async () => {
+    // a: [0, 12288), 16 bytes of nothing, b: [12304, 24592), c (I32): [24592, 24608).
+    const file = rawFile(
+      JSON.stringify({
+        a: { dtype: "F32", shape: [64, 48], data_offsets: [0, 12288] },
+        b: { dtype: "F32", shape: [48, 64], data_offsets: [12304, 24592] },
+        c: { dtype: "I32", shape: [4], data_offsets: [24592, 24608] },
+      }),
+      24608,
+    );
+    const data = file.subarray(file.length - 24608);
+    new Float32Array(data.buffer, data.byteOffset, 3072).set(wave(3072, 5));
+    new Float32Array(data.buffer, data.byteOffset + 12304, 3072).set(wave(3072, 6));
+    const input = path();
+    writeFileSync(input, file);
+    const expected = await run(input, { slabBytes: 1000 });
+    assert.equal(expected.report.totals.quantized, 2);
+    // Tasks large enough to gather all three, were it not for the gap.
+    for (const inThisThread of [false, true]) {
+      const output = path();
+      const options = { slabBytes: 1000, workers: 1 };
+      const report = await quantizeFileInParallel(input, output, options, { inThisThread, taskBytes: 1 << 20 });
+      assert.deepEqual(readFileSync(output), expected.bytes);
+      assert.deepEqual(report, expected.report);
+    }
+  });
 
   test("bytes are the same for 1 to 3 workers", async () => {
     const config = parseConfig(GPT2_CONFIG);
