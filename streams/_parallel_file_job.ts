@@ -14,11 +14,17 @@ import { wasmKernels } from "../src/wasm_kernels.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { PendingFile } from "./_pending_file.ts";
 import type { TensorTasksMessage, TensorTasksReply } from "./_tensor_task_worker.ts";
-import { runTensorTasks, SharedProgress, TaskFailure, type TensorTask, type TensorTasks } from "./_tensor_tasks.ts";
+import { runTensorTasks, SharedJobState, TaskFailure, type TensorTask, type TensorTasks } from "./_tensor_tasks.ts";
 import { type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 
 type OnTensor = (index: number, reports: readonly TensorReport[]) => void;
+
+/**
+ * Input bytes a task gathers at least, from consecutive small tensors: a task costs ~0.5 ms of stream set-up, which
+ * 2000 tensors of 256 KiB each made slower than one thread (measured).
+ */
+const TASK_MIN_BYTES = 32 * 1024 * 1024;
 
 /**
  * Quantizes a safetensors file into a new safetensors file with
@@ -52,7 +58,7 @@ export async function quantizeFileInParallel(
   const tasks = tasksOf(header.entries, outputBytes, head.length, taskBytes);
 
   const total = header.dataEnd - header.dataStart;
-  const shared = new SharedProgress(undefined, (done) => options.onProgress?.(done, total));
+  const shared = new SharedJobState(undefined, (done) => options.onProgress?.(done, total));
   const results: (readonly TensorReport[])[] = [];
   const onTensor: OnTensor = (index, reports) => {
     results[index] = reports;
@@ -82,12 +88,6 @@ export async function quantizeFileInParallel(
 }
 
 /**
- * Input bytes a task gathers at least, from consecutive small tensors: a task costs ~0.5 ms of stream set-up, which
- * 2000 tensors of 256 KiB each made slower than one thread (measured).
- */
-const TASK_MIN_BYTES = 32 * 1024 * 1024;
-
-/**
  * Cuts the tensors into tasks: runs of consecutive, contiguous tensors of at least `taskBytes` (a larger tensor
  * alone), each with the place of its outputs, which follow one another in the output file.
  *
@@ -106,11 +106,11 @@ function tasksOf(
   let at = dataStart;
   for (let k = 0; k < entries.length;) {
     const first = k;
-    let bytes = 0;
-    do bytes += outputBytes[k++]; while (
-      k < entries.length && entries[k].begin === entries[k - 1].end &&
-      entries[k - 1].end - entries[first].begin < taskBytes
-    );
+    let bytes = outputBytes[k++];
+    // The next tensor joins while the task is small and the tensor follows without a gap.
+    const joins = () =>
+      entries[k].begin === entries[k - 1].end && entries[k - 1].end - entries[first].begin < taskBytes;
+    while (k < entries.length && joins()) bytes += outputBytes[k++];
     tasks.push({ entries: entries.slice(first, k), outputStart: at, outputBytes: bytes });
     at += bytes;
   }
@@ -132,7 +132,7 @@ function firstFailure(failures: readonly TaskFailure[]): TaskFailure {
  *
  * @returns When the worker is done; rejects with a {@linkcode TaskFailure}.
  */
-function runWorker(job: TensorTasks, shared: SharedProgress, onTensor: OnTensor): Promise<void> {
+function runWorker(job: TensorTasks, shared: SharedJobState, onTensor: OnTensor): Promise<void> {
   let worker: Worker | undefined;
   return new Promise<void>((resolve, reject) => {
     let failed = false;

@@ -8,7 +8,7 @@
 import { type SerializedError, serializeError } from "../src/_quantize_task.ts";
 import type { TensorReport } from "../src/report.ts";
 import { setWasmKernelsEnabled } from "../src/wasm_kernels.ts";
-import { runTensorTasks, SharedProgress, TaskFailure, type TensorTasks } from "./_tensor_tasks.ts";
+import { runTensorTasks, SharedJobState, TaskFailure, type TensorTasks } from "./_tensor_tasks.ts";
 
 /** What the main thread posts: the job, the shared state, and whether the wasm kernels may run. */
 export interface TensorTasksMessage {
@@ -31,7 +31,7 @@ interface WorkerScope {
 const scope = globalThis as unknown as WorkerScope;
 
 scope.onmessage = async ({ data: { job, shared, wasm } }) => {
-  const progress = new SharedProgress(shared);
+  const progress = new SharedJobState(shared);
   try {
     setWasmKernelsEnabled(wasm);
     await runTensorTasks(job, progress, (index, reports) => {

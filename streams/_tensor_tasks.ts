@@ -43,7 +43,7 @@ export interface TensorTasks {
  * The state threads share, in a `SharedArrayBuffer`: the next task to claim,
  * a stop flag, and the input bytes done (for the progress bar).
  */
-export class SharedProgress {
+export class SharedJobState {
   /** The memory; post it to the workers. */
   readonly buffer: SharedArrayBuffer;
   readonly #flags: Int32Array;
@@ -113,7 +113,7 @@ export class TaskFailure {
  */
 export async function runTensorTasks(
   job: TensorTasks,
-  shared: SharedProgress,
+  shared: SharedJobState,
   onTensor: (index: number, reports: readonly TensorReport[]) => void,
 ): Promise<void> {
   const { tasks, slabBytes, config } = job;
