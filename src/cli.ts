@@ -171,7 +171,8 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const seconds = (performance.now() - started) / 1000;
   out(formatReport(report));
   // Header to renamed output, without the runtime's startup: what bench/pipeline_bench.ts compares with numpy.
-  const threads = workers ? ` (this thread and ${workers} worker${workers > 1 ? "s" : ""})` : "";
+  // The setting, not a count: a job with fewer tasks than that starts fewer workers.
+  const threads = workers ? ` (--workers ${workers})` : "";
   out(`Done in ${seconds.toFixed(3)} s${threads}: ${(inputBytes / seconds / 1e9).toFixed(2)} GB/s of tensor data.`);
   const omitted = report.tensors.filter((t) => t.omitted);
   if (omitted.length) {
