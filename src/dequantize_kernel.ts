@@ -17,7 +17,10 @@ import type { FloatData, FloatDType } from "./types.ts";
  * @param scale Scale value per block.
  * @param zeroPoint Zero point per block; all 0 when omitted.
  * @param dtype Float type to compute in and store: float32 data, or 16-bit raw bits.
- * @returns The float elements.
+ * @param values Where the float values go (float32 data, or the intermediate of 16-bit ones), at least `q.length`
+ *   long; fresh memory when omitted. Reuse it across calls: fresh pages cost more than the work (PITFALLS.md 14).
+ * @param bits Where 16-bit results go, at least `q.length` long; fresh memory when omitted.
+ * @returns The float elements: a view of `values` (float32) or of `bits`, `q.length` long.
  */
 export function dequantizeValues(
   q: Int8Array | Uint8Array,
@@ -26,16 +29,49 @@ export function dequantizeValues(
   scale: ArrayLike<number>,
   zeroPoint: ArrayLike<number> | undefined,
   dtype: FloatDType,
+  values: Float32Array = new Float32Array(q.length),
+  bits?: Uint16Array,
 ): FloatData {
-  const out = new Float32Array(q.length);
+  const n = q.length;
+  const out = values.length === n ? values : values.subarray(0, n);
+  // One byte array type and one rounding per loop keep V8's loops monomorphic (see quantize_kernel.ts).
+  const bytes = q instanceof Uint8Array ? q : new Uint8Array(q.buffer, q.byteOffset, n);
+  const flip = q instanceof Int8Array ? 128 : 0;
   // bfloat16 scales are float32 and its arithmetic is float32 (SPEC.md Section 3).
-  const round = dtype === "float16" ? f16round : Math.fround;
-  layout.forEachRun(offset, q.length, (from, to, block) => {
-    const s = scale[block];
-    const z = zeroPoint ? zeroPoint[block] : 0;
-    for (let i = from; i < to; i++) out[i] = round(s * (q[i] - z));
+  const run = dtype === "float16" ? dequantizeRun16 : dequantizeRun32;
+  layout.forEachRun(offset, n, (from, to, block) => {
+    run(bytes, flip, out, from, to, scale[block], zeroPoint ? zeroPoint[block] : 0);
   });
   if (dtype === "float32") return out;
-  const bits = new Uint16Array(out.length);
-  return dtype === "float16" ? encodeFloat16(out, bits) : encodeBfloat16(out, bits);
+  const b = bits === undefined ? new Uint16Array(n) : bits.length === n ? bits : bits.subarray(0, n);
+  return dtype === "float16" ? encodeFloat16(out, b) : encodeBfloat16(out, b);
+}
+
+// `s * (q - zp)` is exact in float64 (a 24-bit scale times a 9-bit integer), so rounding it once to the float type
+// gives the correctly rounded product numpy computes. `(byte ^ flip) - flip` is the quantized value.
+
+function dequantizeRun32(
+  bytes: Uint8Array,
+  flip: number,
+  out: Float32Array,
+  from: number,
+  to: number,
+  s: number,
+  zp: number,
+): void {
+  const z = zp + flip;
+  for (let i = from; i < to; i++) out[i] = s * ((bytes[i] ^ flip) - z);
+}
+
+function dequantizeRun16(
+  bytes: Uint8Array,
+  flip: number,
+  out: Float32Array,
+  from: number,
+  to: number,
+  s: number,
+  zp: number,
+): void {
+  const z = zp + flip;
+  for (let i = from; i < to; i++) out[i] = f16round(s * ((bytes[i] ^ flip) - z));
 }

@@ -5,6 +5,7 @@
  * @module
  */
 import { BlockLayout } from "../src/block_layout.ts";
+import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
 import { dequantizeValues } from "../src/dequantize_kernel.ts";
 import { FormatError } from "../src/errors.ts";
@@ -128,12 +129,18 @@ async function* dequantizedChunks(
 ): AsyncGenerator<RawChunk> {
   const byName = new Map(header.entries.map((e) => [e.name, e]));
   const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
+  // The file writer is done with each chunk before PIPELINE_RING_SLOTS more are made (as in quantizeFile): chunks
+  // come from a ring of reused buffers, and the quantized bytes and 16-bit intermediates from scratch buffers
+  // consumed at once. Fresh memory for each slab cost more than dequantizing it (1 GiB: ~1 s of page faults).
+  const ring = new BufferRing(PIPELINE_RING_SLOTS);
+  let stored = new Uint8Array(0);
+  let scratch = new Float32Array(0);
   for (const entry of header.entries) {
     if (auxiliary.has(entry.name)) continue;
     const record = records[entry.name];
     if (!record) {
       for (let at = entry.begin; at < entry.end; at += slabBytes) {
-        const bytes = new Uint8Array(Math.min(slabBytes, entry.end - at));
+        const bytes = ring.take(Math.min(slabBytes, entry.end - at));
         source.read(at, bytes);
         yield {
           kind: "raw",
@@ -164,10 +171,25 @@ async function* dequantizedChunks(
     const elementBytes = record.sourceDType === "float32" ? 4 : 2;
     for (let offset = 0; offset < size; offset += step) {
       const count = Math.min(step, size - offset);
-      const stored = new Uint8Array(fourBit ? Math.ceil(count / 2) : count);
-      source.read(entry.begin + (fourBit ? offset / 2 : offset), stored);
-      const q = fourBit ? unpackInt4(stored, count, signed) : signed ? new Int8Array(stored.buffer) : stored;
-      const values = dequantizeValues(q, offset, layout, scale, zeroPoint, record.sourceDType);
+      const storedBytes = fourBit ? Math.ceil(count / 2) : count;
+      if (stored.length < storedBytes) stored = new Uint8Array(storedBytes);
+      const packed = stored.subarray(0, storedBytes);
+      source.read(entry.begin + (fourBit ? offset / 2 : offset), packed);
+      const q = fourBit
+        ? unpackInt4(packed, count, signed)
+        : signed
+        ? new Int8Array(packed.buffer, packed.byteOffset, count)
+        : packed;
+      const out = ring.take(count * elementBytes);
+      let values;
+      if (record.sourceDType === "float32") {
+        const f32 = new Float32Array(out.buffer, out.byteOffset, count);
+        values = dequantizeValues(q, offset, layout, scale, zeroPoint, "float32", f32);
+      } else {
+        if (scratch.length < count) scratch = new Float32Array(count);
+        const u16 = new Uint16Array(out.buffer, out.byteOffset, count);
+        values = dequantizeValues(q, offset, layout, scale, zeroPoint, record.sourceDType, scratch, u16);
+      }
       yield {
         kind: "raw",
         name: entry.name,

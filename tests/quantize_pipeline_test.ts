@@ -16,6 +16,13 @@ import { bytesOf, checkpoint, rawFile, readCheckpoint } from "./_checkpoint.ts";
 
 const CODES: Record<FloatDType, string> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
 
+/** The number a float16 bit pattern stands for (finite values). */
+function f16Value(bits: number): number {
+  const exponent = (bits >> 10) & 31;
+  const magnitude = exponent === 0 ? (bits & 1023) * 2 ** -24 : ((bits & 1023) + 1024) * 2 ** (exponent - 25);
+  return bits & 0x8000 ? -magnitude : magnitude;
+}
+
 function randomTensor(name: string, dtype: FloatDType, shape: number[], seed: number): Tensor {
   const next = rng(seed);
   const size = shape.reduce((a, b) => a * b, 1);
@@ -116,6 +123,50 @@ describe("quantizeFile", () => {
       compared++;
     }
     assert.ok(compared > 10);
+  });
+
+  test("dequantizeFile computes scale * (q - zero_point) in the source's float type, exactly", async () => {
+    // Rows of 48 in a [64, 48] tensor; blocks of 16 along the row for per_block. Written out here, independently of
+    // the kernels: q from the file (4-bit unpacked, least significant nibble first), the product rounded once.
+    const cases: [string, QuantizeOptions, (i: number) => number][] = [
+      ["int8 per channel", {}, (i) => Math.floor(i / 48)],
+      ["uint8 affine per channel", { mode: "linear", dtype: "uint8" }, (i) => Math.floor(i / 48)],
+      ["int4 per block", { dtype: "int4", granularity: "per_block", blockSize: 16 }, (i) => Math.floor(i / 16)],
+    ];
+    for (const dtype of ["float32", "float16", "bfloat16"] as FloatDType[]) {
+      for (const [label, config, blockOf] of cases) {
+        const input = path();
+        writeFileSync(input, fileOf([randomTensor("w", dtype, [64, 48], 9), randomTensor("v", dtype, [48, 64], 10)]));
+        const quantized = path();
+        await quantizeFile(input, quantized, { config });
+        const restored = path();
+        // A small slab budget: dozens of slabs, so the reused output buffers go round several times.
+        await dequantizeFile(quantized, restored, { slabBytes: 200 });
+        const q = readCheckpoint(readFileSync(quantized)).tensors;
+        const out = readCheckpoint(readFileSync(restored)).tensors;
+        const where = `${dtype} ${label}`;
+        assert.equal(out.w.dtype, CODES[dtype], where);
+        const stored = q.w.bytes;
+        const unsigned = config.dtype === "uint8";
+        const value = config.dtype === "int4"
+          ? (i: number) => ((stored[i >> 1] >> ((i & 1) * 4)) << 28) >> 28
+          : (i: number) => unsigned ? stored[i] : (stored[i] << 24) >> 24;
+        const scaleBytes = q["w.scale"].bytes;
+        const scales = q["w.scale"].dtype === "F16"
+          ? Array.from(new Uint16Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 2), f16Value)
+          : Array.from(new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 4));
+        const zp = q["w.zero_point"]?.bytes;
+        const expected = Float32Array.from({ length: 64 * 48 }, (_, i) => {
+          const b = blockOf(i);
+          const product = scales[b] * (value(i) - (zp ? zp[b] : 0));
+          return dtype === "float16" ? Math.f16round(product) : product;
+        });
+        const bytes = dtype === "float32"
+          ? bytesOf(expected)
+          : bytesOf((dtype === "float16" ? encodeFloat16 : encodeBfloat16)(expected, new Uint16Array(expected.length)));
+        assert.deepEqual(out.w.bytes, bytes, where);
+      }
+    }
   });
 
   test("reads the same result from a stream input, spooling two-pass tensors", async () => {
