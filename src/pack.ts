@@ -33,8 +33,11 @@ export function packInt4(values: Int8Array | Uint8Array): Uint8Array {
  * @param packed Packed bytes.
  * @param count Number of values.
  * @param signed Whether the values are int4 (sign-extended) or uint4.
- * @returns One value per element.
+ * @param into Where to write them (reused memory): an `Int8Array` for int4, a `Uint8Array` for uint4, at least
+ *   `count` long; fresh memory when omitted.
+ * @returns One value per element (a view of `into` when given).
  * @throws {RangeError} When `packed` is too short for `count` values.
+ * @throws {TypeError} When `into` is too short or of the other signedness.
  *
  * @example
  * ```ts
@@ -44,11 +47,19 @@ export function packInt4(values: Int8Array | Uint8Array): Uint8Array {
  * assert.deepEqual(unpackInt4(new Uint8Array([0xf1, 0x07]), 3, true), new Int8Array([1, -1, 7]));
  * ```
  */
-export function unpackInt4(packed: Uint8Array, count: number, signed: boolean): Int8Array | Uint8Array {
+export function unpackInt4(
+  packed: Uint8Array,
+  count: number,
+  signed: boolean,
+  into?: Int8Array | Uint8Array,
+): Int8Array | Uint8Array {
   if (packed.length < (count + 1) >> 1) {
     throw new RangeError(`Cannot unpack ${count} 4-bit values from ${packed.length} bytes`);
   }
-  const out = signed ? new Int8Array(count) : new Uint8Array(count);
+  if (into && (into.length < count || (into instanceof Int8Array) !== signed)) {
+    throw new TypeError(`unpackInt4 needs ${count} ${signed ? "Int8Array" : "Uint8Array"} values to write into`);
+  }
+  const out = into ? into.subarray(0, count) : signed ? new Int8Array(count) : new Uint8Array(count);
   // Sign-extend a nibble by moving it to the top of a 32-bit word and shifting back.
   const shift = signed ? 28 : 0;
   for (let i = 0; i < count; i++) {

@@ -134,6 +134,7 @@ async function* dequantizedChunks(
   // consumed at once. Fresh memory for each slab cost more than dequantizing it (1 GiB: ~1 s of page faults).
   const ring = new BufferRing(PIPELINE_RING_SLOTS);
   let stored = new Uint8Array(0);
+  let unpacked = new Uint8Array(0);
   let scratch = new Float32Array(0);
   for (const entry of header.entries) {
     if (auxiliary.has(entry.name)) continue;
@@ -175,8 +176,9 @@ async function* dequantizedChunks(
       if (stored.length < storedBytes) stored = new Uint8Array(storedBytes);
       const packed = stored.subarray(0, storedBytes);
       source.read(entry.begin + (fourBit ? offset / 2 : offset), packed);
+      if (fourBit && unpacked.length < count) unpacked = new Uint8Array(count);
       const q = fourBit
-        ? unpackInt4(packed, count, signed)
+        ? unpackInt4(packed, count, signed, signed ? new Int8Array(unpacked.buffer, 0, count) : unpacked)
         : signed
         ? new Int8Array(packed.buffer, packed.byteOffset, count)
         : packed;

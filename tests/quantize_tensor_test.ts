@@ -365,6 +365,16 @@ describe("4-bit packing", () => {
     }
     assert.deepEqual(packInt4(new Uint8Array([0x3, 0xa, 0x5])), new Uint8Array([0xa3, 0x05]));
   });
+
+  test("unpacks into given memory, of the right signedness only", () => {
+    const into = new Int8Array(8).fill(99);
+    const got = unpackInt4(new Uint8Array([0xf1, 0x07]), 3, true, into);
+    assert.deepEqual(got, new Int8Array([1, -1, 7]));
+    assert.equal(got.buffer, into.buffer);
+    assert.equal(into[3], 99);
+    assert.throws(() => unpackInt4(new Uint8Array([0xf1]), 2, false, new Int8Array(2)), TypeError);
+    assert.throws(() => unpackInt4(new Uint8Array([0xf1]), 2, true, new Int8Array(1)), TypeError);
+  });
 });
 
 describe("dequantize", () => {
