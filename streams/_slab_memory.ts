@@ -3,8 +3,7 @@
  *
  * @module
  */
-import type { Allocate } from "../src/buffer_ring.ts";
-import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { wasmKernels } from "../src/wasm_kernels.ts";
 
 /**
@@ -13,8 +12,9 @@ import { wasmKernels } from "../src/wasm_kernels.ts";
  * kernels' memory where it can be lent (input, re-read and output rings, the
  * 16-bit decoding scratch), so that the kernels work on slabs where they were
  * read; in JavaScript memory otherwise. Consecutive jobs in one thread get the
- * same buffers again: fresh memory costs ~11 µs per 4 KiB page on first touch
- * (PITFALLS.md 14), which a job per tensor would pay for every tensor.
+ * same buffers again: fresh memory costs 11-25 µs per 4 KiB page on first
+ * touch on our VMs (PITFALLS.md 14, bench/RESULTS.md Addendum 4), which a job
+ * per tensor would pay for every tensor.
  */
 export class SlabMemory {
   readonly #slabBytes: number;

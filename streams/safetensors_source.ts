@@ -166,7 +166,7 @@ function openRandomAccess(
     }
     return s;
   };
-  return { header, chunks: chunkStream(plans, randomAccessReader(() => source, source), sourceOf, buffers?.()) };
+  return { header, chunks: chunkStream(plans, randomAccessReader(open, source), sourceOf, buffers?.()) };
 }
 
 /**
