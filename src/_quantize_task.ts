@@ -65,6 +65,8 @@ export interface SerializedError {
   readonly tensor?: string;
   /** The system error code (`ENOSPC`, `EACCES`, ...) of a failed file operation. */
   readonly code?: string;
+  /** Where it was thrown, in the worker. */
+  readonly stack?: string;
 }
 
 /**
@@ -114,7 +116,7 @@ export function transfersOf(result: SlabResult): ArrayBuffer[] {
  * An error as data, for `postMessage`.
  *
  * @param error Anything thrown.
- * @returns Its name, message, tensor and system error code.
+ * @returns Its name, message, tensor, system error code and stack.
  */
 export function serializeError(error: unknown): SerializedError {
   if (!(error instanceof Error)) return { name: "Error", message: String(error) };
@@ -124,6 +126,7 @@ export function serializeError(error: unknown): SerializedError {
     message: error.message,
     ...(typeof tensor === "string" ? { tensor } : {}),
     ...(typeof code === "string" ? { code } : {}),
+    ...(typeof error.stack === "string" ? { stack: error.stack } : {}),
   };
 }
 
@@ -159,5 +162,7 @@ export function reviveError(error: SerializedError): Error {
   // The constructors above format their own message; the worker's is the one to keep.
   revived.message = message;
   if (error.code !== undefined) Object.assign(revived, { code: error.code });
+  // The worker's stack says where it happened; this thread's would only say where the message arrived.
+  if (error.stack !== undefined) revived.stack = error.stack;
   return revived;
 }

@@ -147,10 +147,11 @@ describe("worker errors", () => {
     }
   });
 
-  test("a failed file operation keeps its system error code", () => {
+  test("a failed file operation keeps its system error code, and the stack where it was thrown", () => {
     const error = Object.assign(new Error("ENOSPC: no space left on device, write"), { code: "ENOSPC" });
     const revived = reviveError(structuredClone(serializeError(error)));
     assert.equal((revived as { code?: string }).code, "ENOSPC");
     assert.equal(revived.message, error.message);
+    assert.equal(revived.stack, error.stack);
   });
 });
