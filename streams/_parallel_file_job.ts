@@ -26,6 +26,8 @@ type OnTensor = (index: number, reports: readonly TensorReport[]) => void;
  */
 const TASK_MIN_BYTES = 32 * 1024 * 1024;
 
+const WORKER_MODULE = new URL("./_tensor_task_worker.ts", import.meta.url);
+
 /**
  * Quantizes a safetensors file into a new safetensors file with
  * `options.workers` Web Workers besides this thread. `onTensor` is called in
@@ -35,18 +37,21 @@ const TASK_MIN_BYTES = 32 * 1024 * 1024;
  * @param outputPath Where to write; the file appears only when complete.
  * @param options As for `quantizeFile`; `format` must be safetensors.
  * @param tuning For tests: `inThisThread: false` leaves the tasks to the workers (they take a while to start, and
- *   this thread would do all of a small file), and `taskBytes` sets how much input a task gathers (default 32 MiB).
+ *   this thread would do all of a small file), `taskBytes` sets how much input a task gathers (default 32 MiB),
+ *   `workerModule` replaces the workers' module.
  * @returns The report, as the one-thread job makes it.
  * @throws {FormatError} When the input is malformed (nothing is written).
  * @throws {NonFiniteError} The first bad tensor's error in file order (nothing is written).
+ * @throws {Error} A worker's error, when it crashed in the middle of a task (nothing is written); a worker that
+ *   could not start is left out and the job goes on without it.
  */
 export async function quantizeFileInParallel(
   inputPath: string,
   outputPath: string,
   options: QuantizePipelineOptions,
-  tuning: { inThisThread?: boolean; taskBytes?: number } = {},
+  tuning: { inThisThread?: boolean; taskBytes?: number; workerModule?: URL } = {},
 ): Promise<ModelReport> {
-  const { inThisThread = true, taskBytes = TASK_MIN_BYTES } = tuning;
+  const { inThisThread = true, taskBytes = TASK_MIN_BYTES, workerModule = WORKER_MODULE } = tuning;
   const config = resolveConfig(options.config);
   const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
   // The header only: validated before anything is written.
@@ -72,13 +77,22 @@ export async function quantizeFileInParallel(
     file.write(head, 0);
     const job: TensorTasks = { inputPath, outputPath: file.temp, config, slabBytes, tasks };
     // Workers first: they take a while to start, and this thread works meanwhile.
-    const workers = Array.from({ length: Math.max(workerCount, 0) }, () => runWorker(job, shared, onTensor));
+    const workers = Array.from(
+      { length: Math.max(workerCount, 0) },
+      () => runWorker(workerModule, job, shared, onTensor),
+    );
     const mine = inThisThread || workerCount < 1 ? [runTensorTasks(job, shared, onTensor)] : [];
     const threads = await Promise.allSettled([...mine, ...workers]);
     const failures = threads.flatMap((t) => t.status === "rejected" ? [t.reason] : []).map((reason) =>
       reason instanceof TaskFailure ? reason : new TaskFailure(-1, reason)
     );
-    if (failures.length) throw firstFailure(failures).error;
+    // The first bad tensor in file order: the one-thread job would have met it first.
+    const tensors = failures.filter((f) => f.index >= 0);
+    if (tensors.length) throw tensors.reduce((a, b) => b.index < a.index ? b : a).error;
+    // A thread that failed outside any task (a worker that could not start) costs only speed, when the others did
+    // every task; one that crashed in the middle of a task left it undone.
+    const undone = tasks.findIndex((_, k) => results[k] === undefined);
+    if (undone >= 0) throw failures[0]?.error ?? new Error(`Task ${undone} of the parallel job was left undone`);
     file.commit(true);
   } catch (e) {
     file.discard();
@@ -118,30 +132,22 @@ function tasksOf(
 }
 
 /**
- * The failure the job reports: the first bad tensor in file order (the one-thread job would have met it first), or
- * else an error outside any tensor (a worker that failed to start or crashed).
- */
-function firstFailure(failures: readonly TaskFailure[]): TaskFailure {
-  const tensors = failures.filter((f) => f.index >= 0);
-  return (tensors.length ? tensors : failures).reduce((a, b) => b.index < a.index ? b : a);
-}
-
-/**
- * Runs a worker until no task is left. Whatever fails (creating it, loading its module, a tensor, this thread's
- * callbacks with its results) tells the other threads to stop and rejects.
+ * Runs a worker until no task is left. Whatever fails rejects: a tensor (or this thread's callbacks with its
+ * results) also tells the other threads to stop; creating the worker, loading its module or a crash does not, so
+ * that the others can do the rest (see how the job judges undone tasks).
  *
  * @returns When the worker is done; rejects with a {@linkcode TaskFailure}.
  */
-function runWorker(job: TensorTasks, shared: SharedJobState, onTensor: OnTensor): Promise<void> {
+function runWorker(module: URL, job: TensorTasks, shared: SharedJobState, onTensor: OnTensor): Promise<void> {
   let worker: Worker | undefined;
   return new Promise<void>((resolve, reject) => {
     let failed = false;
     const fail = (failure: TaskFailure) => {
       failed = true;
-      shared.stop();
+      if (failure.index >= 0) shared.stop();
       reject(failure);
     };
-    worker = new Worker(new URL("./_tensor_task_worker.ts", import.meta.url), { type: "module" });
+    worker = new Worker(module, { type: "module" });
     worker.onmessage = ({ data: reply }: MessageEvent<TensorTasksReply>) => {
       if (failed) return; // nothing more reaches the callbacks once the job failed here
       if (reply.kind === "done") return resolve();
@@ -161,8 +167,7 @@ function runWorker(job: TensorTasks, shared: SharedJobState, onTensor: OnTensor)
     const message: TensorTasksMessage = { job, shared: shared.buffer, wasm: wasmKernels() !== undefined };
     worker.postMessage(message);
   }).catch((error) => {
-    // A Worker that could not be created throws in the executor: the others must stop too.
-    shared.stop();
+    // A Worker that could not be created throws in the executor.
     throw error instanceof TaskFailure ? error : new TaskFailure(-1, error);
   }).finally(() => worker?.terminate());
 }

@@ -108,8 +108,8 @@ export class TaskFailure {
  * @param job The tasks.
  * @param shared Task claims and progress.
  * @param onTensor Called with each task's index and reports as it is done.
- * @throws {TaskFailure} When a task fails, or another error (opening the output); either way the other threads
- *   are told to stop.
+ * @throws {TaskFailure} When a task fails (the other threads are told to stop), or another error (opening the
+ *   output: the others go on).
  */
 export async function runTensorTasks(
   job: TensorTasks,
@@ -145,7 +145,8 @@ export async function runTensorTasks(
       }
     }
   } catch (error) {
-    shared.stop();
+    // A bad tensor stops the job; an error of this thread alone (opening the output) leaves the rest to the others.
+    if (error instanceof TaskFailure) shared.stop();
     throw error;
   } finally {
     if (output !== undefined) closeSync(output);

@@ -169,6 +169,35 @@ describe("quantizeFile with workers", () => {
     }
   });
 
+  test("a worker that cannot start costs only speed; one that crashes mid-task fails the job", async () => {
+    const expected = await run(mixed, { slabBytes: 1000 });
+    const failing = new URL("./_failing_worker.ts", import.meta.url);
+    const crashing = new URL("./_crashing_worker.ts", import.meta.url);
+    const job = (workerModule: URL, inThisThread: boolean) => {
+      const output = path();
+      const options = { slabBytes: 1000, workers: 2 };
+      const report = quantizeFileInParallel(mixed, output, options, {
+        inThisThread,
+        taskBytes: TASK_BYTES,
+        workerModule,
+      });
+      return { output, report };
+    };
+    // This thread does every task. (Deno prints the workers' uncaught errors to stderr: expected here.)
+    const alone = job(failing, true);
+    assert.deepEqual(await alone.report, expected.report);
+    assert.deepEqual(readFileSync(alone.output), expected.bytes);
+    // Nobody does them, or the task a worker claimed is left undone: an error, and nothing left behind.
+    for (
+      const [module, message] of [[failing, /cannot start/], [crashing, /crashed in the middle of a task/]] as const
+    ) {
+      const failed = job(module, false);
+      await assert.rejects(failed.report, message);
+      assert.equal(existsSync(failed.output), false);
+      assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith(".tmp")), []);
+    }
+  });
+
   test(
     "file descriptors are all closed after a job, done or failed",
     { skip: !existsSync("/proc/self/fd") },
