@@ -61,10 +61,11 @@ export interface QuantizePipelineOptions {
   reuseBuffers?: boolean | Allocate;
   /**
    * Web Workers besides this thread; the output and the report are the same whatever the count.
-   * {@linkcode quantizeFile} writing safetensors splits whole tensors between this thread and the workers (at
-   * most one worker per tensor but one), each written at its place in the output (the header fixes it); then
-   * `onTensor` is called in the order tensors finish, `onProgress` at least once per tensor, and buffers are
-   * always reused. Otherwise the slabs of one-pass tensors go to the workers (see
+   * {@linkcode quantizeFile} writing safetensors splits whole tensors between this thread and the workers
+   * (consecutive small ones together, 32 MiB at least; no more workers than such tasks but one), each written
+   * at its place in the output (the header fixes it); then `onTensor` is called in the order tensors finish,
+   * `onProgress` at least once per task, and buffers are always reused. A worker that cannot start leaves its
+   * share to the others. Otherwise the slabs of one-pass tensors go to the workers (see
    * {@linkcode QuantizeStreamOptions.workers}).
    * @default {0}
    */
