@@ -159,15 +159,21 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   let inputBytes = 0;
   const started = performance.now();
   const workers = nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output);
+  // Printed after the progress bar is done with the terminal's line.
+  const warnings: string[] = [];
   const report = await quantizeFile(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
     workers,
+    onWarning: (message) => warnings.push(message),
     onProgress: (done, total) => {
       inputBytes = done;
       bar.update(done, total);
     },
-  }).finally(() => bar.finish());
+  }).finally(() => {
+    bar.finish();
+    for (const warning of warnings) console.error(`warning: ${warning}`);
+  });
   const seconds = (performance.now() - started) / 1000;
   out(formatReport(report));
   // Header to renamed output, without the runtime's startup: what bench/pipeline_bench.ts compares with numpy.

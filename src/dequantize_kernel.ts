@@ -21,6 +21,7 @@ import type { FloatData, FloatDType } from "./types.ts";
  *   long; fresh memory when omitted. Reuse it across calls: fresh pages cost more than the work (PITFALLS.md 14).
  * @param bits Where 16-bit results go, at least `q.length` long; fresh memory when omitted.
  * @returns The float elements: a view of `values` (float32) or of `bits`, `q.length` long.
+ * @throws {RangeError} When `values` or `bits` is shorter than `q`.
  */
 export function dequantizeValues(
   q: Int8Array | Uint8Array,
@@ -33,6 +34,9 @@ export function dequantizeValues(
   bits?: Uint16Array,
 ): FloatData {
   const n = q.length;
+  if (values.length < n || (bits !== undefined && bits.length < n)) {
+    throw new RangeError(`dequantizeValues needs room for ${n} values`);
+  }
   const out = values.length === n ? values : values.subarray(0, n);
   // One byte array type and one rounding per loop keep V8's loops monomorphic (see quantize_kernel.ts).
   const bytes = q instanceof Uint8Array ? q : new Uint8Array(q.buffer, q.byteOffset, n);

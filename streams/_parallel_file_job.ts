@@ -41,9 +41,8 @@ const WORKER_MODULE = new URL("./_tensor_task_worker.ts", import.meta.url);
  *   `workerModule` replaces the workers' module.
  * @returns The report, as the one-thread job makes it.
  * @throws {FormatError} When the input is malformed (nothing is written).
- * @throws {NonFiniteError} The first bad tensor's error in file order (nothing is written).
- * @throws {Error} A worker's error, when it crashed in the middle of a task (nothing is written); a worker that
- *   could not start is left out and the job goes on without it.
+ * @throws {NonFiniteError} The first bad tensor's error in file order (nothing is written). A worker that could
+ *   not start or crashed is no error: this thread does its share (`onWarning` says so).
  */
 export async function quantizeFileInParallel(
   inputPath: string,
@@ -63,12 +62,14 @@ export async function quantizeFileInParallel(
   const tasks = tasksOf(header.entries, outputBytes, head.length, taskBytes);
 
   const total = header.dataEnd - header.dataStart;
-  const shared = new SharedJobState(undefined, (done) => options.onProgress?.(done, total));
+  // Capped: a task redone after a worker crashed in it counts its bytes twice.
+  const progress = (done: number) => options.onProgress?.(Math.min(done, total), total);
+  const shared = new SharedJobState(undefined, progress);
   const results: (readonly TensorReport[])[] = [];
   const onTensor: OnTensor = (index, reports) => {
     results[index] = reports;
     for (const report of reports) options.onTensor?.(report);
-    options.onProgress?.(shared.bytes, total);
+    progress(shared.bytes);
   };
   // No more workers than tensors for them; this thread works too unless told otherwise (and always without workers).
   const workerCount = Math.min(options.workers ?? 0, tasks.length - (inThisThread ? 1 : 0));
@@ -89,10 +90,19 @@ export async function quantizeFileInParallel(
     // The first bad tensor in file order: the one-thread job would have met it first.
     const tensors = failures.filter((f) => f.index >= 0);
     if (tensors.length) throw tensors.reduce((a, b) => b.index < a.index ? b : a).error;
-    // A thread that failed outside any task (a worker that could not start) costs only speed, when the others did
-    // every task; one that crashed in the middle of a task left it undone.
-    const undone = tasks.findIndex((_, k) => results[k] === undefined);
-    if (undone >= 0) throw failures[0]?.error ?? new Error(`Task ${undone} of the parallel job was left undone`);
+    // A thread that failed outside any tensor (a worker that could not start, or crashed) costs only speed: this
+    // thread does what it left undone, where a bad tensor fails the job as it would have in the worker.
+    for (const { error } of failures) {
+      options.onWarning?.(
+        `a worker failed (${error instanceof Error ? error.message : error}); this thread did its share`,
+      );
+    }
+    const undone = tasks.flatMap((_, k) => results[k] === undefined ? [k] : []);
+    if (undone.length) {
+      await runTensorTasks(job, shared, onTensor, undone).catch((e) => {
+        throw e instanceof TaskFailure ? e.error : e;
+      });
+    }
     file.commit(true);
   } catch (e) {
     file.discard();
@@ -102,8 +112,9 @@ export async function quantizeFileInParallel(
 }
 
 /**
- * Cuts the tensors into tasks: runs of consecutive, contiguous tensors of at least `taskBytes` (a larger tensor
- * alone), each with the place of its outputs, which follow one another in the output file.
+ * Cuts the tensors into tasks: runs of consecutive tensors, each run ending once its input reaches `taskBytes`,
+ * at a gap in the input file or at the end, each with the place of its outputs, which follow one another in the
+ * output file.
  *
  * @param entries The input's tensors, in file order.
  * @param outputBytes Bytes of each tensor's outputs.
@@ -132,9 +143,10 @@ function tasksOf(
 }
 
 /**
- * Runs a worker until no task is left. Whatever fails rejects: a tensor (or this thread's callbacks with its
- * results) also tells the other threads to stop; creating the worker, loading its module or a crash does not, so
- * that the others can do the rest (see how the job judges undone tasks).
+ * Runs a worker until no task is left. Whatever fails rejects: a tensor, this thread's callbacks with its results
+ * or a message that cannot be read also tell the other threads to stop; creating the worker, loading its module or
+ * a crash (after which it writes nothing more) do not, so that the others go on and this thread redoes what it
+ * left undone.
  *
  * @returns When the worker is done; rejects with a {@linkcode TaskFailure}.
  */
@@ -158,7 +170,9 @@ function runWorker(module: URL, job: TensorTasks, shared: SharedJobState, onTens
         fail(new TaskFailure(reply.index, error));
       }
     };
-    worker.onmessageerror = () => fail(new TaskFailure(-1, new Error("A worker's message could not be read")));
+    // The worker may still be writing: no redoing its tasks then, the job fails (after any bad tensor's error).
+    worker.onmessageerror = () =>
+      fail(new TaskFailure(job.tasks.length, new Error("A worker's message could not be read")));
     worker.onerror = (event: ErrorEvent) => {
       // The module failed to load, or an uncaught error: the job cannot count on this worker's tasks.
       event.preventDefault();

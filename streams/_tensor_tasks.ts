@@ -108,6 +108,7 @@ export class TaskFailure {
  * @param job The tasks.
  * @param shared Task claims and progress.
  * @param onTensor Called with each task's index and reports as it is done.
+ * @param indices These tasks, in this order, instead of claiming tasks from `shared`.
  * @throws {TaskFailure} When a task fails (the other threads are told to stop), or another error (opening the
  *   output: the others go on).
  */
@@ -115,14 +116,17 @@ export async function runTensorTasks(
   job: TensorTasks,
   shared: SharedJobState,
   onTensor: (index: number, reports: readonly TensorReport[]) => void,
+  indices?: readonly number[],
 ): Promise<void> {
   const { tasks, slabBytes, config } = job;
+  let k = 0;
+  const next = indices ? () => indices[k++] : () => shared.claim(tasks.length);
   let output: number | undefined;
   try {
     // The temporary output exists: the main thread created it and wrote its header.
     const fd = output = openSync(job.outputPath, "r+");
     const memory = new SlabMemory(slabBytes);
-    for (let index = shared.claim(tasks.length); index !== undefined; index = shared.claim(tasks.length)) {
+    for (let index = next(); index !== undefined; index = next()) {
       const task = tasks[index];
       let done = 0;
       try {
@@ -202,8 +206,7 @@ function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array
   let written = 0;
   const overflow = (bytes: number) =>
     new RangeError(
-      `Tensors "${task.entries[0].name}" to "${task.entries.at(-1)!.name}": ${bytes} bytes of output, ` +
-        `the header says ${task.outputBytes}`,
+      `${names(task.entries)}: ${bytes} bytes of output, the header says ${task.outputBytes}`,
     );
   return new WritableStream<Uint8Array>({
     write(chunk) {
@@ -225,4 +228,9 @@ function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array
       if (written !== task.outputBytes) throw overflow(written);
     },
   });
+}
+
+function names(entries: readonly SafetensorsEntry[]): string {
+  const first = `"${entries[0].name}"`;
+  return entries.length === 1 ? `Tensor ${first}` : `Tensors ${first} to "${entries[entries.length - 1].name}"`;
 }

@@ -213,12 +213,17 @@ async function* dequantizedChunks(
  * @param options Slab budget.
  * @returns The number of tensors dequantized.
  * @throws {FormatError} When the input is malformed or lacks a scale tensor.
+ * @throws {RangeError} When `slabBytes` is not a positive integer.
  */
 export async function dequantizeFile(
   inputPath: string,
   outputPath: string,
   options: DequantizeFileOptions = {},
 ): Promise<number> {
+  const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
+  if (!Number.isSafeInteger(slabBytes) || slabBytes < 1) {
+    throw new RangeError(`slabBytes must be a positive integer, got ${slabBytes}`);
+  }
   const source = openFileSource(inputPath);
   try {
     const header = readHeader(source);
@@ -237,7 +242,7 @@ export async function dequantizeFile(
       };
     });
     const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
-    await ReadableStream.from(dequantizedChunks(source, header, records, options.slabBytes ?? DEFAULT_SLAB_BYTES))
+    await ReadableStream.from(dequantizedChunks(source, header, records, slabBytes))
       .pipeThrough(new SafetensorsEncodeStream(specs, metadata))
       .pipeTo(writeFileAtomically(outputPath));
     return Object.keys(records).length;

@@ -50,6 +50,12 @@ export interface QuantizePipelineOptions {
    */
   onProgress?: (done: number, total: number) => void;
   /**
+   * Called with what went wrong without failing the job: a worker that could not start or crashed (this thread
+   * then does its share).
+   * @default {undefined}
+   */
+  onWarning?: (message: string) => void;
+  /**
    * Reuse a small ring of slab buffers for input and output instead of fresh
    * memory (several times faster). Only for a consumer that is done with each
    * output chunk before it reads the next (a two-pass tensor reads its whole
@@ -64,8 +70,8 @@ export interface QuantizePipelineOptions {
    * {@linkcode quantizeFile} writing safetensors splits whole tensors between this thread and the workers
    * (consecutive small ones together, 32 MiB at least; no more workers than such tasks but one), each written
    * at its place in the output (the header fixes it); then `onTensor` is called in the order tensors finish,
-   * `onProgress` at least once per task, and buffers are always reused. A worker that cannot start leaves its
-   * share to the others. Otherwise the slabs of one-pass tensors go to the workers (see
+   * `onProgress` at least once per task, and buffers are always reused. A worker that cannot start or crashes
+   * leaves its share to the others (see `onWarning`). Otherwise the slabs of one-pass tensors go to the workers (see
    * {@linkcode QuantizeStreamOptions.workers}).
    * @default {0}
    */

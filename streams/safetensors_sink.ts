@@ -114,7 +114,10 @@ function asBytes(a: ArrayBufferView): Uint8Array {
  *
  * Output chunks may share memory with the input chunks (8-bit values and raw
  * bytes pass through uncopied): a producer hands its buffers over and must
- * not reuse them.
+ * not reuse them, unless the consumer is done with each chunk before the
+ * producer makes more than a few new ones, as a synchronous file writer such
+ * as {@linkcode writeFileAtomically} is (`quantizeFile` and `dequantizeFile`
+ * reuse a ring of 8 buffers on that ground).
  *
  * @example
  * ```ts

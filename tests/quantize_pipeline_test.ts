@@ -132,6 +132,8 @@ describe("quantizeFile", () => {
       ["int8 per channel", {}, (i) => Math.floor(i / 48)],
       ["uint8 affine per channel", { mode: "linear", dtype: "uint8" }, (i) => Math.floor(i / 48)],
       ["int4 per block", { dtype: "int4", granularity: "per_block", blockSize: 16 }, (i) => Math.floor(i / 16)],
+      ["uint4 affine per channel", { mode: "linear", dtype: "uint4" }, (i) => Math.floor(i / 48)],
+      ["int8 affine per channel", { mode: "linear", dtype: "int8" }, (i) => Math.floor(i / 48)],
     ];
     for (const dtype of ["float32", "float16", "bfloat16"] as FloatDType[]) {
       for (const [label, config, blockOf] of cases) {
@@ -147,15 +149,17 @@ describe("quantizeFile", () => {
         const where = `${dtype} ${label}`;
         assert.equal(out.w.dtype, CODES[dtype], where);
         const stored = q.w.bytes;
-        const unsigned = config.dtype === "uint8";
-        const value = config.dtype === "int4"
-          ? (i: number) => ((stored[i >> 1] >> ((i & 1) * 4)) << 28) >> 28
+        const unsigned = config.dtype === "uint8" || config.dtype === "uint4";
+        const nibble = (i: number) => (stored[i >> 1] >> ((i & 1) * 4)) & 15;
+        const value = config.dtype === "int4" || config.dtype === "uint4"
+          ? (i: number) => unsigned ? nibble(i) : (nibble(i) << 28) >> 28
           : (i: number) => unsigned ? stored[i] : (stored[i] << 24) >> 24;
         const scaleBytes = q["w.scale"].bytes;
         const scales = q["w.scale"].dtype === "F16"
           ? Array.from(new Uint16Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 2), f16Value)
           : Array.from(new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 4));
-        const zp = q["w.zero_point"]?.bytes;
+        const zpBytes = q["w.zero_point"]?.bytes;
+        const zp = zpBytes && (unsigned ? zpBytes : new Int8Array(zpBytes.buffer, zpBytes.byteOffset, zpBytes.length));
         const expected = Float32Array.from({ length: 64 * 48 }, (_, i) => {
           const b = blockOf(i);
           const product = scales[b] * (value(i) - (zp ? zp[b] : 0));
