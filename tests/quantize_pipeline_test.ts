@@ -8,20 +8,13 @@ import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantf
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { main } from "../src/cli.ts";
-import { encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
+import { decodeFloat16, encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
 import { tinyGpt2 } from "../src/demo_model.ts";
 import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
 import { rng } from "./_reference.ts";
 import { bytesOf, checkpoint, rawFile, readCheckpoint } from "./_checkpoint.ts";
 
 const CODES: Record<FloatDType, string> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
-
-/** The number a float16 bit pattern stands for (finite values). */
-function f16Value(bits: number): number {
-  const exponent = (bits >> 10) & 31;
-  const magnitude = exponent === 0 ? (bits & 1023) * 2 ** -24 : ((bits & 1023) + 1024) * 2 ** (exponent - 25);
-  return bits & 0x8000 ? -magnitude : magnitude;
-}
 
 function randomTensor(name: string, dtype: FloatDType, shape: number[], seed: number): Tensor {
   const next = rng(seed);
@@ -156,7 +149,10 @@ describe("quantizeFile", () => {
           : (i: number) => unsigned ? stored[i] : (stored[i] << 24) >> 24;
         const scaleBytes = q["w.scale"].bytes;
         const scales = q["w.scale"].dtype === "F16"
-          ? Array.from(new Uint16Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 2), f16Value)
+          ? decodeFloat16(
+            new Uint16Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 2),
+            new Float32Array(scaleBytes.length / 2),
+          )
           : Array.from(new Float32Array(scaleBytes.buffer, scaleBytes.byteOffset, scaleBytes.length / 4));
         const zpBytes = q["w.zero_point"]?.bytes;
         const zp = zpBytes && (unsigned ? zpBytes : new Int8Array(zpBytes.buffer, zpBytes.byteOffset, zpBytes.length));
