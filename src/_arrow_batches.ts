@@ -1,25 +1,17 @@
 /**
- * Slabs as Arrow record batches and back, in the layout of their stream
- * (`_arrow_layout.ts`, the README's Arrow layout).
+ * Slabs as the bodies of Arrow record batches, and record batches back as
+ * slabs, in the layout of their stream (`_arrow_layout.ts`, the README's
+ * Arrow layout).
  *
- * Internal. Columns are built around the slab's own typed arrays
- * (`makeData`, no copy, PITFALLS 7) and read back as views of the IPC body;
- * only the `row` column, 4-bit packing and the duplicated scales of split
- * rows allocate.
+ * Internal. A body's columns are the slab's own typed arrays (no copy); only
+ * the `row` column, 4-bit packing and the duplicated scales of split rows
+ * allocate. Batches read back are views of the IPC body.
  *
  * @module
  */
-import {
-  type Data,
-  type DataType,
-  type FixedSizeList,
-  Int32,
-  makeData,
-  RecordBatch,
-  type Schema,
-  Struct,
-} from "apache-arrow";
+import type { Data, RecordBatch } from "apache-arrow";
 import { checkQuantizedSlab, checkSlab } from "./_arrow_checks.ts";
+import type { BodyColumn } from "./_arrow_ipc_message.ts";
 import { fitsLayout, type QuantizedLayout, type SlabLayout, type StreamLayout } from "./_arrow_layout.ts";
 import { FormatError } from "./errors.ts";
 import { bitsOf, isSigned } from "./ranges.ts";
@@ -32,42 +24,35 @@ export interface ScaleCarry {
   zeroPoint: number;
 }
 
+/** The body of one record batch: its table rows and its columns in schema order. */
+export interface BatchBody {
+  readonly entries: number;
+  readonly columns: readonly BodyColumn[];
+}
+
 // ---------------------------------------------------------------------------
-// Slab -> RecordBatch
+// Slab -> record batch body
 
-function primitive(type: DataType, data: ArrayLike<number> & ArrayBufferView): Data {
-  return makeData({ type, length: data.length, nullCount: 0, data } as never);
-}
-
-function list(type: FixedSizeList, entries: number, child: Data): Data {
-  return makeData({ type, length: entries, nullCount: 0, child });
-}
-
-function rowColumn(first: number, entries: number): Data {
+function rowColumn(first: number, entries: number): BodyColumn {
   if (first + entries > 0x7fffffff) {
     throw new RangeError(`Row index ${first + entries - 1} does not fit the Int32 "row" column`);
   }
   const rows = new Int32Array(entries);
   for (let i = 0; i < entries; i++) rows[i] = first + i;
-  return primitive(new Int32(), rows);
+  return { values: rows, list: false };
 }
 
-function batchOf(schema: Schema, entries: number, columns: Data[]): RecordBatch {
-  const struct = makeData({ type: new Struct(schema.fields), length: entries, nullCount: 0, children: columns });
-  return new RecordBatch(schema, struct);
-}
-
-function fieldType(schema: Schema, i: number): FixedSizeList {
-  return schema.fields[i].type as FixedSizeList;
+function listColumn(values: BodyColumn["values"]): BodyColumn {
+  return { values, list: true };
 }
 
 /**
- * A float slab as a record batch of its stream; the values are not copied.
+ * A float slab as the body of a record batch of its stream; the values are not copied.
  *
  * @throws {TypeError} If the slab does not belong to the layout's tensor.
  * @throws {RangeError} If it does not fall on whole list entries.
  */
-export function slabToBatch(layout: SlabLayout, slab: Slab): RecordBatch {
+export function slabBody(layout: SlabLayout, slab: Slab): BatchBody {
   const { tensor } = checkSlab(slab);
   if (tensor.name !== layout.tensor.name || tensor.dtype !== layout.tensor.dtype) {
     throw new TypeError(
@@ -81,11 +66,7 @@ export function slabToBatch(layout: SlabLayout, slab: Slab): RecordBatch {
   }
   const L = layout.listSize;
   const entries = slab.data.length / L;
-  const valuesType = fieldType(layout.schema, 1);
-  return batchOf(layout.schema, entries, [
-    rowColumn(slab.offset / L, entries),
-    list(valuesType, entries, primitive(valuesType.children[0].type, slab.data)),
-  ]);
+  return { entries, columns: [rowColumn(slab.offset / L, entries), listColumn(slab.data)] };
 }
 
 /** Packs 4-bit values two per byte, least-significant nibble first, each entry starting on a byte. */
@@ -120,17 +101,17 @@ function unpack4(src: Uint8Array, entries: number, L: number, signed: boolean): 
 }
 
 /**
- * A quantized slab as a record batch of its stream. 8-bit values and
- * whole-entry scales are not copied.
+ * A quantized slab as the body of a record batch of its stream. 8-bit values
+ * and whole-entry scales are not copied.
  *
  * @param carry The block split rows continue in (updated).
  * @throws {TypeError} If the slab does not belong to the layout's tensor, or
  *   does not carry the scales the layout needs.
  * @throws {RangeError} If it does not fall on whole list entries.
  */
-export function quantizedSlabToBatch(layout: QuantizedLayout, slab: QuantizedSlab, carry: ScaleCarry): RecordBatch {
+export function quantizedSlabBody(layout: QuantizedLayout, slab: QuantizedSlab, carry: ScaleCarry): BatchBody {
   checkQuantizedSlab(slab);
-  const { info, listSize: L, scales, schema } = layout;
+  const { info, listSize: L, scales } = layout;
   const name = info.name;
   if (slab.tensor.name !== name || slab.tensor.dtype !== info.dtype || slab.tensor.scaleDType !== info.scaleDType) {
     throw new TypeError(`Quantized slab of tensor "${slab.tensor.name}" in the stream of "${name}"`);
@@ -142,9 +123,8 @@ export function quantizedSlabToBatch(layout: QuantizedLayout, slab: QuantizedSla
   }
   const entries = slab.data.length / L;
   const first = slab.offset / L;
-  const qType = fieldType(schema, 1);
   const q = bitsOf(info.dtype) === 4 ? pack4(slab.data, entries, L) : slab.data;
-  const columns = [rowColumn(first, entries), list(qType, entries, primitive(qType.children[0].type, q))];
+  const columns = [rowColumn(first, entries), listColumn(q)];
   if (scales.kind === "metadata") {
     if (slab.scale.length !== 0 && slab.scaleOffset !== 0) {
       throw new TypeError(
@@ -155,14 +135,10 @@ export function quantizedSlabToBatch(layout: QuantizedLayout, slab: QuantizedSla
     const [scale, zeroPoint] = scales.duplicated
       ? duplicatedScales(layout, slab, first, entries, scales.run, carry)
       : wholeEntryScales(layout, slab, first, entries, scales.perEntry);
-    const scaleType = fieldType(schema, 2);
-    columns.push(list(scaleType, entries, primitive(scaleType.children[0].type, scale)));
-    if (zeroPoint) {
-      const zpType = fieldType(schema, 3);
-      columns.push(list(zpType, entries, primitive(zpType.children[0].type, zeroPoint)));
-    }
+    columns.push(listColumn(scale));
+    if (zeroPoint) columns.push(listColumn(zeroPoint));
   }
-  return batchOf(schema, entries, columns);
+  return { entries, columns };
 }
 
 type ScaleArrays = [Float32Array | Uint16Array, Int8Array | Uint8Array | undefined];
@@ -222,7 +198,7 @@ function duplicatedScales(
 }
 
 // ---------------------------------------------------------------------------
-// RecordBatch -> slab
+// Record batch -> slab
 
 /** Per-stream state of the decoder. */
 export interface DecodeState {

@@ -4,23 +4,13 @@
  * schema (with its metadata) that records all of it. The encoder plans a
  * layout from a stream's first slab; `_arrow_schema.ts` reads one back.
  *
- * Internal: apache-arrow types appear here and nowhere in the public API
- * (JSR's no-slow-types rule, PITFALLS 10).
+ * Internal. The schema is described by plain values (`SchemaSpec`), not
+ * apache-arrow's classes: the encoder writes it itself
+ * (`_arrow_ipc_message.ts`) and a job writing Arrow need not load apache-arrow
+ * (~0.1 s in Deno, 0.06 s in Bun).
  *
  * @module
  */
-import {
-  type DataType,
-  Field,
-  FixedSizeList,
-  Float16,
-  Float32,
-  Int32,
-  Int8,
-  Schema,
-  Uint16,
-  Uint8,
-} from "apache-arrow";
 import { checkQuantizedSlab, checkSlab, fullBlockSizes, product } from "./_arrow_checks.ts";
 import { decodeFloat16 } from "./float16.ts";
 import { bitsOf, isSigned, storesZeroPoint } from "./ranges.ts";
@@ -46,7 +36,7 @@ export interface SlabLayout {
   /** Elements per list entry: a divisor of the row length. */
   readonly listSize: number;
   readonly numel: number;
-  readonly schema: Schema;
+  readonly schema: SchemaSpec;
 }
 
 /** How a quantized stream carries its scales. */
@@ -74,7 +64,7 @@ export interface QuantizedLayout {
   readonly qSize: number;
   readonly zeroPoints: boolean;
   readonly scales: ScaleLayout;
-  readonly schema: Schema;
+  readonly schema: SchemaSpec;
 }
 
 /** The layout of one IPC stream. */
@@ -93,22 +83,58 @@ export function rowLength(shape: readonly number[]): number {
 // ---------------------------------------------------------------------------
 // Arrow types and schemas
 
-function valueType(dtype: FloatDType): DataType {
-  return dtype === "float32" ? new Float32() : dtype === "float16" ? new Float16() : new Uint16();
+/** An Arrow type of the layout: a primitive, or a fixed-size list of non-nullable `item`s. */
+export type ColumnType =
+  | { readonly kind: "int"; readonly bits: 8 | 16 | 32; readonly signed: boolean }
+  | { readonly kind: "float"; readonly bits: 16 | 32 }
+  | { readonly kind: "list"; readonly size: number; readonly item: ColumnType };
+
+/** A column: its name and type. Every column of the layout is non-nullable: every element of a slab is present. */
+export type Column = readonly [name: string, type: ColumnType];
+
+/** The schema of a stream. */
+export interface SchemaSpec {
+  readonly fields: readonly Column[];
+  readonly metadata: ReadonlyMap<string, string>;
 }
 
-function listOf(size: number, type: DataType): FixedSizeList {
-  return new FixedSizeList(size, new Field("item", type, false));
+const INT32: ColumnType = { kind: "int", bits: 32, signed: true };
+
+/** A type as the decoder's checks and messages spell it: `Int32`, `Uint8`, `Float16`, `FixedSizeList<4, Float32>`. */
+export function describeType(type: ColumnType): string {
+  switch (type.kind) {
+    case "int":
+      return `${type.signed ? "Int" : "Uint"}${type.bits}`;
+    case "float":
+      return `Float${type.bits}`;
+    case "list":
+      return `FixedSizeList<${type.size}, ${describeType(type.item)}>`;
+  }
 }
 
-/** The schema of a stream: non-nullable columns, because every element of a slab is present. */
-export function buildSchema(fields: [string, DataType][], metadata: Map<string, string>): Schema {
-  return new Schema(fields.map(([name, type]) => new Field(name, type, false)), metadata);
+function valueType(dtype: FloatDType): ColumnType {
+  // bfloat16 has no Arrow type: its bits travel as Uint16.
+  return dtype === "bfloat16"
+    ? { kind: "int", bits: 16, signed: false }
+    : { kind: "float", bits: dtype === "float32" ? 32 : 16 };
+}
+
+function listOf(size: number, item: ColumnType): ColumnType {
+  return { kind: "list", size, item };
+}
+
+function int8(signed: boolean): ColumnType {
+  return { kind: "int", bits: 8, signed };
+}
+
+/** The schema of a stream. */
+export function buildSchema(fields: Column[], metadata: ReadonlyMap<string, string>): SchemaSpec {
+  return { fields, metadata };
 }
 
 /** The columns of a float slab stream. */
-export function slabFields(L: number, dtype: FloatDType): [string, DataType][] {
-  return [["row", new Int32()], ["values", listOf(L, valueType(dtype))]];
+export function slabFields(L: number, dtype: FloatDType): Column[] {
+  return [["row", INT32], ["values", listOf(L, valueType(dtype))]];
 }
 
 // ---------------------------------------------------------------------------
@@ -197,12 +223,12 @@ export function quantizedFields(
   qSize: number,
   perEntry: number | undefined,
   zp: boolean,
-): [string, DataType][] {
+): Column[] {
   const signed = isSigned(info.dtype);
-  const fields: [string, DataType][] = [["row", new Int32()], ["q", listOf(qSize, signed ? new Int8() : new Uint8())]];
+  const fields: Column[] = [["row", INT32], ["q", listOf(qSize, int8(signed))]];
   if (perEntry !== undefined) {
-    fields.push(["scale", listOf(perEntry, info.scaleDType === "float32" ? new Float32() : new Float16())]);
-    if (zp) fields.push(["zero_point", listOf(perEntry, signed ? new Int8() : new Uint8())]);
+    fields.push(["scale", listOf(perEntry, { kind: "float", bits: info.scaleDType === "float32" ? 32 : 16 })]);
+    if (zp) fields.push(["zero_point", listOf(perEntry, int8(signed))]);
   }
   return fields;
 }

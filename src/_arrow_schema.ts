@@ -14,12 +14,14 @@ import { checkInfo, checkShape, FLOAT_DTYPES } from "./_arrow_checks.ts";
 import {
   buildSchema,
   copyInfo,
+  describeType,
   META,
   planSlabLayout,
   quantizedFields,
   rowLength,
   rowRun,
   type ScaleLayout,
+  type SchemaSpec,
   slabFields,
   type StreamLayout,
 } from "./_arrow_layout.ts";
@@ -28,7 +30,7 @@ import { encodeFloat16 } from "./float16.ts";
 import { bitsOf, isSigned, storesZeroPoint } from "./ranges.ts";
 import type { FloatDType, QuantizedTensorInfo } from "./types.ts";
 
-/** A short description of a type, for comparisons and messages (ignores child field names and nullability). */
+/** A short description of a type, spelled as `describeType` spells the layout's (ignores child field names and nullability). */
 function describe(type: DataType): string {
   switch (type.typeId) {
     case Type.Int: {
@@ -74,9 +76,9 @@ function parseListSize(name: string, meta: Map<string, string>, rowLen: number):
   return L;
 }
 
-function expectFields(name: string, schema: Schema, want: Schema): void {
+function expectFields(name: string, schema: Schema, want: SchemaSpec): void {
   const got = schema.fields.map((f) => `${f.name}: ${describe(f.type)}`).join(", ");
-  const expected = want.fields.map((f) => `${f.name}: ${describe(f.type)}`).join(", ");
+  const expected = want.fields.map(([column, type]) => `${column}: ${describeType(type)}`).join(", ");
   if (got !== expected) {
     throw new FormatError(
       `Arrow stream of tensor "${name}" has columns (${got}); its metadata calls for (${expected})`,
@@ -126,9 +128,9 @@ export function layoutFromSchema(schema: Schema): StreamLayout {
       offset: 0,
       data: dtype === "float32" ? new Float32Array(0) : new Uint16Array(0),
     });
-    const expected = buildSchema(slabFields(L, dtype), layout.schema.metadata);
+    const expected = buildSchema(slabFields(L, dtype), meta);
     expectFields(name, schema, expected);
-    return { ...layout, listSize: L, schema };
+    return { ...layout, listSize: L, schema: expected };
   }
   const config = parseJSON(name, META.config, meta.get(META.config)) as Omit<QuantizedTensorInfo, "name">;
   const info = { ...config, name } as QuantizedTensorInfo;
@@ -182,6 +184,17 @@ export function layoutFromSchema(schema: Schema): StreamLayout {
     );
   }
   const perEntry = scales.kind === "column" ? scales.perEntry : undefined;
-  expectFields(name, schema, buildSchema(quantizedFields(info, qSize, perEntry, zeroPoints), new Map()));
-  return { kind: "quantized", info: copyInfo(info), listSize: L, numel, blockCount, qSize, zeroPoints, scales, schema };
+  const expected = buildSchema(quantizedFields(info, qSize, perEntry, zeroPoints), meta);
+  expectFields(name, schema, expected);
+  return {
+    kind: "quantized",
+    info: copyInfo(info),
+    listSize: L,
+    numel,
+    blockCount,
+    qSize,
+    zeroPoints,
+    scales,
+    schema: expected,
+  };
 }

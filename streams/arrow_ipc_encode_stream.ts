@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { type RecordBatch, RecordBatchStreamWriter } from "apache-arrow";
-import { quantizedSlabToBatch, type ScaleCarry, slabToBatch } from "../src/_arrow_batches.ts";
+import { type BatchBody, quantizedSlabBody, type ScaleCarry, slabBody } from "../src/_arrow_batches.ts";
+import { padded8, recordBatchMessage, schemaMessage } from "../src/_arrow_ipc_message.ts";
 import { fitsLayout, planQuantizedLayout, planSlabLayout, type StreamLayout } from "../src/_arrow_layout.ts";
 import { floatDTypeOf } from "../src/safetensors_header.ts";
 import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
@@ -15,68 +15,55 @@ const END_OF_STREAM: readonly number[] = [0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0];
 
 /**
  * Buffers at least this long pass to the output as views of the slab's own
- * memory; shorter pieces (message headers, `row` columns, padding) are joined.
- * Fresh memory costs more than copying (PITFALLS 14), so a slab's values are
- * never copied.
+ * memory; shorter pieces (messages, `row` columns, scales, padding) are
+ * joined. Fresh memory costs more than copying (PITFALLS 14), so a slab's
+ * values are never copied.
  */
 const PASS_THROUGH_BYTES = 64 * 1024;
 
 /**
- * apache-arrow's stream writer with its byte sink replaced by a list we
- * drain after every batch. Its own sink (and `throughDOM`) would run ahead of
- * a slow consumer (PITFALLS 4); writing one batch per `transform` call keeps
- * the encoder under the stream's backpressure, and the message bytes are
- * exactly apache-arrow's.
+ * The output chunks of one record batch, preceded by `prefix` (the end marker
+ * of the previous stream, the schema message of a new one): its message and
+ * body, short pieces joined, long buffers as they are.
  */
-class MessageWriter extends RecordBatchStreamWriter {
-  #chunks: Uint8Array[] = [];
-
-  protected override _write(chunk: ArrayBufferView): this {
-    if (this._started && chunk.byteLength > 0) {
-      this.#chunks.push(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      this._position += chunk.byteLength;
-    }
-    return this;
+function batchChunks(prefix: readonly Uint8Array[], body: BatchBody): Uint8Array[] {
+  const message = recordBatchMessage(body.entries, body.columns);
+  const pieces = [...prefix, message];
+  for (const { values } of body.columns) {
+    pieces.push(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+    const padding = padded8(values.byteLength) - values.byteLength;
+    if (padding > 0) pieces.push(new Uint8Array(padding));
   }
-
-  /**
-   * The bytes written since the last call, preceded by `prefix`: short pieces
-   * joined, long ones as they are (views of the batch's buffers).
-   */
-  take(prefix: readonly number[]): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    let pending: Uint8Array[] = prefix.length > 0 ? [Uint8Array.from(prefix)] : [];
-    let pendingSize = prefix.length;
-    const join = () => {
-      if (pending.length === 1) out.push(pending[0]);
-      else if (pending.length > 1) {
-        const joined = new Uint8Array(pendingSize);
-        let at = 0;
-        for (const piece of pending) joined.set(piece, at), at += piece.byteLength;
-        out.push(joined);
-      }
-      pending = [];
-      pendingSize = 0;
-    };
-    for (const chunk of this.#chunks) {
-      if (chunk.byteLength >= PASS_THROUGH_BYTES) {
-        join();
-        out.push(chunk);
-      } else {
-        pending.push(chunk);
-        pendingSize += chunk.byteLength;
-      }
+  const out: Uint8Array[] = [];
+  let pending: Uint8Array[] = [];
+  let pendingSize = 0;
+  const join = () => {
+    if (pending.length === 1) out.push(pending[0]);
+    else if (pending.length > 1) {
+      const joined = new Uint8Array(pendingSize);
+      let at = 0;
+      for (const piece of pending) joined.set(piece, at), at += piece.byteLength;
+      out.push(joined);
     }
-    join();
-    this.#chunks = [];
-    return out;
+    pending = [];
+    pendingSize = 0;
+  };
+  for (const piece of pieces) {
+    if (piece.byteLength >= PASS_THROUGH_BYTES) {
+      join();
+      out.push(piece);
+    } else {
+      pending.push(piece);
+      pendingSize += piece.byteLength;
+    }
   }
+  join();
+  return out;
 }
 
 interface OpenStream {
   readonly key: string;
   readonly layout: StreamLayout;
-  readonly writer: MessageWriter;
   readonly carry: ScaleCarry;
 }
 
@@ -140,20 +127,17 @@ export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab |
           throw new TypeError(`ArrowIpcEncodeStream expects Slab or QuantizedSlab chunks; got ${describeChunk(chunk)}`);
         }
         const key = streamKey(chunk);
-        let prefix: readonly number[] = [];
-        if (open && (open.key !== key || !fitsLayout(open.layout, chunk))) {
+        const prefix: Uint8Array[] = [];
+        if (!open || open.key !== key || !fitsLayout(open.layout, chunk)) {
           // The same tensor continues in a new stream when a slab leaves the list entries of the open one.
-          const previous = open.key === key ? open : undefined;
-          prefix = END_OF_STREAM;
-          open = startStream(key, chunk, previous);
-        } else if (!open) {
-          open = startStream(key, chunk, undefined);
+          if (open) prefix.push(Uint8Array.from(END_OF_STREAM));
+          open = startStream(key, chunk, open?.key === key ? open : undefined);
+          prefix.push(schemaMessage(open.layout.schema));
         }
-        const batch: RecordBatch = open.layout.kind === "slab"
-          ? slabToBatch(open.layout, chunk as Slab)
-          : quantizedSlabToBatch(open.layout, chunk as QuantizedSlab, open.carry);
-        open.writer.write(batch);
-        for (const bytes of open.writer.take(prefix)) controller.enqueue(bytes);
+        const body = open.layout.kind === "slab"
+          ? slabBody(open.layout, chunk as Slab)
+          : quantizedSlabBody(open.layout, chunk as QuantizedSlab, open.carry);
+        for (const bytes of batchChunks(prefix, body)) controller.enqueue(bytes);
       },
       flush(controller) {
         if (open) controller.enqueue(Uint8Array.from(END_OF_STREAM));
@@ -187,9 +171,7 @@ function startStream(key: string, chunk: Slab | QuantizedSlab, previous: OpenStr
   const layout = chunk.kind === "quantized"
     ? planQuantizedLayout(chunk, previous?.layout.kind === "quantized" ? previous.layout : undefined)
     : planSlabLayout(chunk);
-  const writer = new MessageWriter();
-  writer.reset(undefined, layout.schema);
-  return { key, layout, writer, carry: previous?.carry ?? { block: -1, scale: 0, zeroPoint: 0 } };
+  return { key, layout, carry: previous?.carry ?? { block: -1, scale: 0, zeroPoint: 0 } };
 }
 
 function describeChunk(chunk: unknown): string {

@@ -1,6 +1,12 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type RecordBatch, RecordBatchReader, tableFromArrays, tableToIPC } from "apache-arrow";
+import {
+  type RecordBatch,
+  RecordBatchReader,
+  RecordBatchStreamWriter,
+  tableFromArrays,
+  tableToIPC,
+} from "apache-arrow";
 import { tableFromIPC } from "@uwdata/flechette";
 import { ArrowIpcEncodeStream, toArrowIPC } from "../streams/arrow_ipc_encode_stream.ts";
 import { ArrowIpcDecodeStream, readArrowIPC } from "../streams/arrow_ipc_decode_stream.ts";
@@ -22,8 +28,23 @@ function encodeChunks(inputs: Chunk[]): Promise<Uint8Array[]> {
   return collect(ReadableStream.from(inputs).pipeThrough(new ArrowIpcEncodeStream()));
 }
 
+/** Encodes slabs, and checks every time that apache-arrow's own writer gives the same bytes (see below). */
 async function encode(inputs: Chunk[]): Promise<Uint8Array> {
-  return concat(await encodeChunks(inputs));
+  const bytes = concat(await encodeChunks(inputs));
+  assert.deepEqual(rewrittenByApacheArrow(bytes), bytes, "apache-arrow's writer writes the batches it reads otherwise");
+  return bytes;
+}
+
+/**
+ * The streams apache-arrow reads in `bytes`, written again by its stream writer. The encoder writes record batch
+ * messages itself (src/_arrow_ipc_message.ts); equal bytes mean they are those apache-arrow would write.
+ */
+function rewrittenByApacheArrow(bytes: Uint8Array): Uint8Array {
+  const streams: Uint8Array[] = [];
+  for (const reader of RecordBatchReader.readAll(bytes)) {
+    streams.push(RecordBatchStreamWriter.writeAll(reader.readAll()).toUint8Array(true));
+  }
+  return concat(streams);
 }
 
 function decode(chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Chunk[]> {
@@ -209,6 +230,23 @@ test("rank-1 and rank-0 tensors are one row holding the whole tensor", async () 
   const [[bias]] = arrowTables(bytes);
   assert.equal(bias.numRows, 1);
   assert.equal(bias.schema.metadata.get("quantflow.list_size"), "5");
+});
+
+test("names and metadata in any script are written as apache-arrow writes them", async () => {
+  const t = info({ name: "层.0.权重 ✓", shape: [2, 3], scaleShape: [2, 1] });
+  const slabs = [floatSlab("ünïcödé 😀", "float32", [1, 2], 0, ramp(2)), qslab(t, 0, ints(6, -127, 127), 0, [1, 2])];
+  await assertDecodesTo(await encode(slabs), slabs);
+});
+
+test("an empty tensor is a stream of one batch of no rows, which both readers take", async () => {
+  const slabs = [
+    floatSlab("empty", "float32", [0, 4], 0, new Float32Array(0)),
+    floatSlab("w", "float32", [1, 2], 0, ramp(2)),
+  ];
+  const bytes = await encode(slabs);
+  await assertDecodesTo(bytes, slabs);
+  assert.deepEqual(arrowTables(bytes).map((batches) => batches.map((b) => b.numRows)), [[0], [1]]);
+  assert.equal(tableFromIPC(bytes).numRows, 0);
 });
 
 test("the encoder passes large values through as views of the slab's memory", async () => {
