@@ -19,8 +19,14 @@ import { ProgressBar } from "./progress_bar.ts";
 import { formatReport, type ModelReport } from "./report.ts";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile, readHeader } from "../streams/dequantize_pipeline.ts";
-import { formatCheckpoint, summarizeCheckpoint } from "../streams/inspect.ts";
+import {
+  type CheckpointSummary,
+  formatCheckpoint,
+  summarizeArrowTensors,
+  summarizeCheckpoint,
+} from "../streams/inspect.ts";
 import { openFileSource } from "./byte_source.ts";
+import { isArrowIPC } from "./_file_kind.ts";
 import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
@@ -40,8 +46,8 @@ Usage:
       --workers N                        worker threads besides this one; same output (default: one per
                                          further core, up to 2, for a .safetensors job on 1 GiB or more)
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
-  quantflow dequantize IN.safetensors -o OUT.safetensors
-  quantflow inspect FILE.safetensors [--json]
+  quantflow dequantize IN.safetensors|IN.arrows -o OUT.safetensors|OUT.arrows
+  quantflow inspect FILE.safetensors|FILE.arrows [--json]
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
   quantflow serve [--port 8787] [--host 127.0.0.1] [--max-body BYTES] [--max-concurrent N]
   quantflow demo                         quantize a tiny GPT-2 checkpoint and print the report
@@ -233,13 +239,17 @@ export async function main(args: string[]): Promise<number> {
           options: { json: { type: "boolean" } },
           allowPositionals: true,
         });
-        const source = openFileSource(oneInput(positionals, "inspect"));
+        const path = oneInput(positionals, "inspect");
+        const source = openFileSource(path);
+        let summary: CheckpointSummary;
         try {
-          const summary = summarizeCheckpoint(readHeader(source));
-          console.log(values.json ? JSON.stringify(summary, null, 2) : formatCheckpoint(summary));
+          summary = isArrowIPC(source)
+            ? summarizeArrowTensors(await (await import("../streams/_arrow_file.ts")).arrowFileTensors(path))
+            : summarizeCheckpoint(readHeader(source));
         } finally {
           source.close();
         }
+        console.log(values.json ? JSON.stringify(summary, null, 2) : formatCheckpoint(summary));
         return 0;
       }
       case "calibrate": {

@@ -8,12 +8,14 @@ import { BlockLayout } from "../src/block_layout.ts";
 import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
 import { dequantizeValues } from "../src/dequantize_kernel.ts";
+import { isArrowIPC } from "../src/_file_kind.ts";
 import { FormatError } from "../src/errors.ts";
 import { decodeFloat16 } from "../src/float16.ts";
 import { unpackInt4 } from "../src/pack.ts";
 import { bitsOf, isSigned, storesZeroPoint } from "../src/ranges.ts";
 import { elementCount } from "../src/report.ts";
 import {
+  floatDTypeOf,
   parseSafetensorsHeader,
   safetensorsCodeOf,
   type SafetensorsEntry,
@@ -206,14 +208,18 @@ async function* dequantizedChunks(
 
 /**
  * Dequantizes a checkpoint written by quantflow back to float, each tensor
- * in its source dtype and shape; other tensors are copied unchanged.
+ * in its source dtype and shape; other tensors are copied unchanged. The
+ * input is a quantized `.safetensors` file or `.arrows` file (told apart by
+ * their first bytes); the output is `.safetensors` unless its name ends in
+ * `.arrows`.
  *
- * @param inputPath A quantized safetensors file.
+ * @param inputPath A quantized checkpoint.
  * @param outputPath Where to write; it appears only when complete.
  * @param options Slab budget.
  * @returns The number of tensors dequantized.
  * @throws {FormatError} When the input is malformed or lacks a scale tensor.
- * @throws {RangeError} When `slabBytes` is not a positive integer.
+ * @throws {RangeError} When `slabBytes` is not a positive integer, or `.arrows` output is asked of a checkpoint with
+ *   tensors that are not float (the Arrow layout holds float tensors only). Nothing is written.
  */
 export async function dequantizeFile(
   inputPath: string,
@@ -226,10 +232,30 @@ export async function dequantizeFile(
   }
   const source = openFileSource(inputPath);
   try {
+    if (isArrowIPC(source)) {
+      source.close();
+      // Loaded on demand: apache-arrow (the Arrow decoder's) need not load for a safetensors input.
+      const { dequantizeArrowFile } = await import("./_dequantize_arrow.ts");
+      return await dequantizeArrowFile(inputPath, outputPath);
+    }
     const header = readHeader(source);
     const records = quantizationRecords(header);
     checkRecords(header, records);
     const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
+    const chunks = ReadableStream.from(dequantizedChunks(source, header, records, slabBytes));
+    if (outputPath.endsWith(".arrows")) {
+      const other = header.entries.filter((e) => !records[e.name] && !auxiliary.has(e.name) && !floatDTypeOf(e.dtype));
+      if (other.length) {
+        throw new RangeError(
+          `Cannot write "${outputPath}": the Arrow layout holds float tensors only, and ${
+            other.map((e) => `"${e.name}" (${e.dtype})`).join(", ")
+          } are not; write .safetensors instead`,
+        );
+      }
+      const { ArrowIpcEncodeStream } = await import("./arrow_ipc_encode_stream.ts");
+      await chunks.pipeThrough(new ArrowIpcEncodeStream()).pipeTo(writeFileAtomically(outputPath));
+      return Object.keys(records).length;
+    }
     const specs: OutputTensorSpec[] = header.entries.filter((e) => !auxiliary.has(e.name)).map((e) => {
       const record = records[e.name];
       if (!record) return { name: e.name, dtype: e.dtype, shape: e.shape, byteLength: e.end - e.begin };
@@ -242,7 +268,7 @@ export async function dequantizeFile(
       };
     });
     const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
-    await ReadableStream.from(dequantizedChunks(source, header, records, slabBytes))
+    await chunks
       .pipeThrough(new SafetensorsEncodeStream(specs, metadata))
       .pipeTo(writeFileAtomically(outputPath));
     return Object.keys(records).length;

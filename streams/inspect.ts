@@ -1,11 +1,14 @@
 /**
- * A summary of a safetensors checkpoint from its header alone: tensors,
- * dtypes, shapes, sizes and, for a quantized checkpoint, how each tensor was
- * quantized.
+ * A summary of a checkpoint: tensors, dtypes, shapes, sizes and, for a
+ * quantized checkpoint, how each tensor was quantized. A safetensors file says
+ * all of it in its header; a `.arrows` file is read through.
  *
  * @module
  */
-import type { SafetensorsHeader } from "../src/safetensors_header.ts";
+import { bitsOf, storesZeroPoint } from "../src/ranges.ts";
+import { elementCount } from "../src/report.ts";
+import { safetensorsCodeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
+import type { ArrowTensor } from "./_arrow_file.ts";
 import { quantizationRecords } from "./dequantize_pipeline.ts";
 import type { QuantizedTensorRecord } from "./quantize_pipeline.ts";
 
@@ -13,11 +16,11 @@ import type { QuantizedTensorRecord } from "./quantize_pipeline.ts";
 export interface TensorSummary {
   /** Name. */
   readonly name: string;
-  /** safetensors dtype code. */
+  /** safetensors dtype code (in a `.arrows` file, `I4` and `U4` for 4-bit values). */
   readonly dtype: string;
   /** Dimensions. */
   readonly shape: readonly number[];
-  /** Bytes of data. */
+  /** Bytes of data (in a `.arrows` file, of the values, scales and zero points together). */
   readonly bytes: number;
   /** How it was quantized, when quantflow wrote it. */
   readonly quantized?: QuantizedTensorRecord;
@@ -25,6 +28,8 @@ export interface TensorSummary {
 
 /** A checkpoint's summary. */
 export interface CheckpointSummary {
+  /** The file's format. */
+  readonly format: "safetensors" | "arrows";
   /** Tensors in file order. */
   readonly tensors: readonly TensorSummary[];
   /** `__metadata__` other than quantflow's records. */
@@ -43,6 +48,7 @@ export function summarizeCheckpoint(header: SafetensorsHeader): CheckpointSummar
   const records = quantizationRecords(header);
   const { quantflow: _, ...metadata } = header.metadata;
   return {
+    format: "safetensors",
     tensors: header.entries.map((e) => ({
       name: e.name,
       dtype: e.dtype,
@@ -52,6 +58,36 @@ export function summarizeCheckpoint(header: SafetensorsHeader): CheckpointSummar
     })),
     metadata,
     dataBytes: header.dataEnd - header.dataStart,
+  };
+}
+
+/** dtype codes of quantized values, after safetensors' (which has no 4-bit types). */
+const QUANT_CODES = { int8: "I8", uint8: "U8", int4: "I4", uint4: "U4" } as const;
+
+/**
+ * Summarizes the tensors of a `.arrows` file (one Arrow IPC stream per tensor).
+ *
+ * @param tensors The tensors, in file order.
+ * @returns The summary.
+ */
+export function summarizeArrowTensors(tensors: readonly ArrowTensor[]): CheckpointSummary {
+  const summaries = tensors.map(({ kind, tensor }): TensorSummary => {
+    const numel = elementCount(tensor.shape);
+    if (kind === "slab") {
+      const dtype = safetensorsCodeOf(tensor.dtype);
+      return { name: tensor.name, dtype, shape: tensor.shape, bytes: numel * (dtype === "F32" ? 4 : 2) };
+    }
+    const { name, ...record } = tensor;
+    const blocks = elementCount(tensor.scaleShape);
+    const bytes = (bitsOf(tensor.dtype) === 4 ? Math.ceil(numel / 2) : numel) +
+      blocks * (tensor.scaleDType === "float32" ? 4 : 2) + (storesZeroPoint(tensor.dtype, tensor.mode) ? blocks : 0);
+    return { name, dtype: QUANT_CODES[tensor.dtype], shape: tensor.shape, bytes, quantized: record };
+  });
+  return {
+    format: "arrows",
+    tensors: summaries,
+    metadata: {},
+    dataBytes: summaries.reduce((sum, t) => sum + t.bytes, 0),
   };
 }
 
@@ -80,7 +116,9 @@ export function formatCheckpoint(summary: CheckpointSummary): string {
     line(header),
     ...rows.map(line),
     "",
-    `${summary.tensors.length} tensors, ${summary.dataBytes} bytes of data` +
+    `${summary.tensors.length} tensors${
+      summary.format === "arrows" ? " (Arrow IPC)" : ""
+    }, ${summary.dataBytes} bytes of data` +
     (quantized ? `, ${quantized} quantized by quantflow` : ""),
   ].join("\n");
 }

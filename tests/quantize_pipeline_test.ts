@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { FormatError, packInt4, parseConfig, quantizeTensor, readArrowIPC } from "@quantflow/quantflow";
 import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantflow/quantflow";
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
@@ -314,6 +314,123 @@ describe("Arrow IPC output", () => {
     // flechette, a second Arrow implementation, reads the first tensor's stream.
     const table = tableFromIPC(new Uint8Array(readFileSync(arrows)));
     assert.ok(table.numRows > 0);
+  });
+});
+
+describe("Arrow IPC input", () => {
+  const gpt2 = () => tinyGpt2({ layers: 1, hidden: 64 });
+  const halves = () =>
+    fileOf([
+      randomTensor("h.weight", "float16", [64, 48], 12),
+      randomTensor("b.weight", "bfloat16", [48, 64], 13),
+      randomTensor("h.bias", "float16", [48], 14),
+    ]);
+  const configs: [string, QuantizeOptions, () => Uint8Array, number?][] = [
+    ["int4 per block", { granularity: "per_block", blockSize: 16, dtype: "int4" }, gpt2],
+    // Hundreds of small batches: the reader's reused buffers go round many times while slabs are in flight.
+    ["int8 per channel, slabs of 2 KiB", {}, gpt2, 2048],
+    [
+      "uint8 affine per tensor (scales in the schema)",
+      { granularity: "per_tensor", mode: "linear", dtype: "uint8" },
+      gpt2,
+    ],
+    ["int8 per channel on axis -1 (scales in the schema)", { axis: -1 }, gpt2],
+    ["float16 and bfloat16 sources", { mode: "linear", dtype: "uint4" }, halves],
+  ];
+  for (const [label, config, make, slabBytes] of configs) {
+    test(`dequantize and inspect read a .arrows file as its .safetensors twin: ${label}`, async () => {
+      const input = path();
+      writeFileSync(input, make());
+      const st = path(), arrows = path("q.arrows");
+      await quantizeFile(input, st, { config });
+      await quantizeFile(input, arrows, { config, slabBytes });
+      const fromSt = path(), fromArrows = path(), arrowsToArrows = path("dq.arrows");
+      const count = await dequantizeFile(st, fromSt);
+      assert.equal(await dequantizeFile(arrows, fromArrows), count);
+      assert.equal(await dequantizeFile(arrows, arrowsToArrows), count);
+      // The Arrow file lacks the non-float tensors (the layout has no place for them); every other tensor matches.
+      const expected = readCheckpoint(readFileSync(fromSt)).tensors;
+      const got = readCheckpoint(readFileSync(fromArrows)).tensors;
+      assert.ok(Object.keys(got).length >= 3);
+      for (const [name, t] of Object.entries(got)) assert.deepEqual(t, expected[name], name);
+      const slabs = await Array.fromAsync(readArrowIPC(new Uint8Array(readFileSync(arrowsToArrows))));
+      for (const slab of slabs) {
+        const bytes = expected[slab.tensor.name].bytes;
+        const at = slab.offset * slab.data.BYTES_PER_ELEMENT;
+        assert.deepEqual(bytesOf(slab.data), bytes.subarray(at, at + slab.data.byteLength), slab.tensor.name);
+      }
+      // inspect: the same tensors and records as the safetensors twin (there, NAME.scale is a tensor of its own).
+      const summary = async (file: string) => {
+        const lines: string[] = [];
+        const log = console.log;
+        console.log = (text: string) => lines.push(text);
+        try {
+          assert.equal(await main(["inspect", file, "--json"]), 0);
+        } finally {
+          console.log = log;
+        }
+        return JSON.parse(lines.join("\n"));
+      };
+      const a = await summary(arrows), b = await summary(st);
+      assert.equal(a.format, "arrows");
+      const twins = new Map(b.tensors.map((t: { name: string }) => [t.name, t]));
+      for (const t of a.tensors) {
+        const twin = twins.get(t.name) as { quantized?: unknown; shape: number[]; dtype: string };
+        assert.deepEqual(t.quantized, twin.quantized, t.name);
+        if (!t.quantized) assert.deepEqual([t.dtype, t.shape], [twin.dtype, twin.shape], t.name);
+      }
+      assert.equal(a.tensors.filter((t: { quantized?: unknown }) => t.quantized).length, count);
+    });
+  }
+
+  test("a truncated or damaged .arrows file: exit 1 and no output file", async () => {
+    const input = path(), arrows = path("q.arrows");
+    writeFileSync(
+      input,
+      fileOf([randomTensor("w", "float32", [64, 64], 9), randomTensor("v", "float32", [64, 32], 10)]),
+    );
+    await quantizeFile(input, arrows);
+    const whole = readFileSync(arrows);
+    const damaged = new Uint8Array(whole);
+    damaged.fill(7, 600, 700); // inside the first schema message
+    const outputs: string[] = [];
+    for (
+      const [label, bytes, message] of [
+        ["cut", whole.subarray(0, whole.length - 3000), /truncated/],
+        ["damaged", damaged, /Arrow/],
+      ] as const
+    ) {
+      const bad = path(`${label}.arrows`);
+      writeFileSync(bad, bytes);
+      const output = path("out.safetensors");
+      outputs.push(basename(output));
+      for (const command of [["dequantize", bad, "-o", output], ["inspect", bad]]) {
+        const errors: string[] = [];
+        const original = console.error;
+        console.error = (text: string) => errors.push(text);
+        try {
+          assert.equal(await main(command), 1, `${label} ${command[0]}`);
+        } finally {
+          console.error = original;
+        }
+        assert.match(errors.join("\n"), message, `${label} ${command[0]}`);
+      }
+    }
+    // Neither the files nor their temporary twins (`NAME.<random>.tmp`).
+    assert.deepEqual(readdirSync(dir).filter((f) => outputs.some((o) => f.startsWith(o))), []);
+  });
+
+  test("dequantizing to .arrows refuses a checkpoint with non-float tensors before writing anything", async () => {
+    const input = path(), quantized = path(), output = path("out.arrows");
+    const ids = new BigInt64Array([1n, 2n]);
+    writeFileSync(
+      input,
+      fileOf([randomTensor("w", "float32", [64, 64], 11)], { ids: { dtype: "I64", shape: [2], bytes: bytesOf(ids) } }),
+    );
+    await quantizeFile(input, quantized);
+    await assert.rejects(dequantizeFile(quantized, output), /"ids" \(I64\)/);
+    // Neither the file nor its temporary twin (`out.arrows.<random>.tmp`).
+    assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith(basename(output))), []);
   });
 });
 

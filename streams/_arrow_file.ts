@@ -1,0 +1,149 @@
+/**
+ * Reading a `.arrows` file (Arrow IPC streams, one per tensor, as
+ * `quantizeFile` writes them) for `inspect` and `dequantizeFile`. Such a file
+ * has no header: what a safetensors header says up front is gathered by
+ * reading the messages' metadata, skipping their bodies.
+ *
+ * @module
+ */
+import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { type ByteSource, openFileSource } from "../src/byte_source.ts";
+import { FormatError } from "../src/errors.ts";
+import { elementCount } from "../src/report.ts";
+import type { QuantizedSlab, QuantizedTensorInfo, Slab, TensorInfo } from "../src/types.ts";
+import { IpcSlabReader, type MessageBytes } from "./_ipc_slab_reader.ts";
+
+/** No message of a file is refused for its size: the file's own size bounds it. */
+const MAX_MESSAGE_BYTES = Number.MAX_SAFE_INTEGER;
+
+/**
+ * A file's bytes, read at their positions into rings of reused buffers
+ * (fresh memory costs 11-25 µs per page here, PITFALLS 14): message bodies,
+ * which slabs view, in one ring; prefixes and metadata, used only while their
+ * message is decoded, in another. A body's buffer thus serves again once
+ * `PIPELINE_RING_SLOTS - 1` later bodies are read.
+ */
+class FileBytes implements MessageBytes {
+  readonly #source: ByteSource;
+  readonly #bodies = new BufferRing(PIPELINE_RING_SLOTS);
+  readonly #metadata = new BufferRing(PIPELINE_RING_SLOTS);
+  position = 0;
+
+  constructor(source: ByteSource) {
+    this.#source = source;
+  }
+
+  get received(): number {
+    return Math.min(this.position, this.#source.size);
+  }
+
+  atEnd(): Promise<boolean> {
+    return Promise.resolve(this.position >= this.#source.size);
+  }
+
+  read(n: number, align = false): Promise<Uint8Array | number> {
+    // An empty body (a schema's) takes no buffer: the ring's turns are for the bodies slabs view.
+    if (n === 0) return Promise.resolve(new Uint8Array(0));
+    const into = (align ? this.#bodies : this.#metadata).take(n);
+    const got = this.#source.read(this.position, into);
+    this.position += got;
+    return Promise.resolve(got < n ? got : into);
+  }
+
+  skip(n: number): Promise<number> {
+    const got = Math.max(0, Math.min(n, this.#source.size - this.position));
+    this.position += got;
+    return Promise.resolve(got);
+  }
+}
+
+/** Runs `work` on a reader of the file, closing the file after it. */
+async function withReader<T>(path: string, work: (reader: IpcSlabReader) => Promise<T>): Promise<T> {
+  const source = openFileSource(path);
+  try {
+    return await work(new IpcSlabReader(new FileBytes(source), MAX_MESSAGE_BYTES));
+  } finally {
+    source.close();
+  }
+}
+
+/**
+ * The slabs of a `.arrows` file, one per record batch, read as they are
+ * pulled. Their values are views of reused buffers: a consumer must be done
+ * with a slab (or have copied it) before it reads `PIPELINE_RING_SLOTS - 1`
+ * more, as a synchronous file writer is.
+ *
+ * @param path The file.
+ * @returns The slabs; the file is opened at the first read and closed at the end, on an error or on cancel.
+ */
+export function readArrowFile(path: string): ReadableStream<Slab | QuantizedSlab> {
+  let source: ByteSource | undefined;
+  let reader: IpcSlabReader | undefined;
+  return new ReadableStream<Slab | QuantizedSlab>({
+    async pull(controller) {
+      try {
+        source ??= openFileSource(path);
+        reader ??= new IpcSlabReader(new FileBytes(source), MAX_MESSAGE_BYTES);
+        const slab = await reader.next();
+        if (slab) return controller.enqueue(slab);
+        source.close();
+        controller.close();
+      } catch (e) {
+        source?.close();
+        controller.error(e);
+      }
+    },
+    cancel() {
+      source?.close();
+    },
+  }, { highWaterMark: 0 });
+}
+
+/** A tensor of a `.arrows` file: float values, or quantized ones. */
+export type ArrowTensor =
+  | { readonly kind: "slab"; readonly tensor: TensorInfo }
+  | { readonly kind: "quantized"; readonly tensor: QuantizedTensorInfo };
+
+/**
+ * The tensors of a `.arrows` file in file order, from its messages' metadata
+ * (a tensor continued in a second stream counts once). Bodies are skipped, so
+ * their contents are not checked here; reading the slabs checks them.
+ *
+ * @param path The file.
+ * @returns The tensors.
+ * @throws {FormatError} When the file is not quantflow's Arrow layout, is
+ *   truncated, does not hold every element of a tensor, or names a tensor twice.
+ */
+export function arrowFileTensors(path: string): Promise<ArrowTensor[]> {
+  return withReader(path, async (reader) => {
+    const tensors: ArrowTensor[] = [];
+    const seen = new Set<string>();
+    let elements = 0;
+    const complete = () => {
+      const last = tensors.at(-1);
+      if (last && elements !== elementCount(last.tensor.shape)) {
+        throw new FormatError(
+          `Arrow file "${path}": tensor "${last.tensor.name}" has ${elements} of its ${
+            elementCount(last.tensor.shape)
+          } elements`,
+        );
+      }
+    };
+    for (let batch = await reader.nextRows(); batch; batch = await reader.nextRows()) {
+      const { layout, rows } = batch;
+      const tensor = layout.kind === "slab" ? layout.tensor : layout.info;
+      if (tensors.at(-1)?.tensor.name !== tensor.name) {
+        complete();
+        if (seen.has(tensor.name)) throw new FormatError(`Arrow file "${path}": tensor "${tensor.name}" appears twice`);
+        seen.add(tensor.name);
+        tensors.push(
+          layout.kind === "slab" ? { kind: "slab", tensor: layout.tensor } : { kind: "quantized", tensor: layout.info },
+        );
+        elements = 0;
+      }
+      elements += rows * layout.listSize;
+    }
+    complete();
+    return tensors;
+  });
+}
