@@ -167,6 +167,13 @@ export function safetensorsHeaderSize(prefix: Uint8Array, fileSize?: number): nu
   const hi = view.getUint32(4, true);
   // Values past 2^32 are far beyond the cap; report them without BigInt.
   const n = hi === 0 ? lo : hi * 2 ** 32 + lo;
+  if (lo === 0xffffffff) {
+    // The continuation marker every Arrow IPC message starts with: a header length of 4 GiB or more otherwise.
+    throw new FormatError(
+      "Cannot read safetensors header: the input starts with FF FF FF FF, as an Arrow IPC stream (.arrows) does, " +
+        "not with a header length",
+    );
+  }
   if (n > MAX_HEADER_BYTES) {
     throw new FormatError(
       `Cannot read safetensors header: header length ${n} at bytes 0-7 exceeds the ${MAX_HEADER_BYTES}-byte limit`,

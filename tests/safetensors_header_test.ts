@@ -161,8 +161,16 @@ test("parseSafetensorsHeader throws FormatError on header length above 100 MB", 
     () => parseSafetensorsHeader(bytes),
     "Cannot read safetensors header: header length 100000001 at bytes 0-7 exceeds the 100000000-byte limit",
   );
-  const huge = new Uint8Array(16).fill(0xff);
-  throwsFormat(() => parseSafetensorsHeader(huge), /header length 18446744073709552000 at bytes 0-7 exceeds/);
+  const huge = new Uint8Array(16).fill(0xff, 4);
+  throwsFormat(() => parseSafetensorsHeader(huge), /header length 18446744069414584000 at bytes 0-7 exceeds/);
+});
+
+test("parseSafetensorsHeader says so when the input is an Arrow IPC stream", () => {
+  const arrow = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0x10, 0, 0, 0, ...new Uint8Array(16)]);
+  throwsFormat(
+    () => parseSafetensorsHeader(arrow),
+    /starts with FF FF FF FF, as an Arrow IPC stream \(\.arrows\) does/,
+  );
 });
 
 test("parseSafetensorsHeader throws FormatError on header length too small", () => {
