@@ -271,7 +271,6 @@ export function planQuantizedLayout(slab: QuantizedSlab, previous?: QuantizedLay
     }
     scales = { kind: "metadata", scale: slab.scale, zeroPoint: zeroPoints ? slab.zeroPoint : undefined };
   }
-  const qSize = bitsOf(info.dtype) === 4 ? (L + 1) >> 1 : L;
   const metadata = quantizedMetadata(info, L, scales.kind);
   if (scales.kind === "metadata") {
     // float16 scales are written as their exact values (every float16 is a float32), so the reader's
@@ -283,8 +282,24 @@ export function planQuantizedLayout(slab: QuantizedSlab, previous?: QuantizedLay
     metadata.set(META.scale, JSON.stringify(values));
     if (scales.zeroPoint) metadata.set(META.zeroPoint, JSON.stringify(Array.from(scales.zeroPoint)));
   }
+  return quantizedLayout(info, L, numel, blockCount, scales, metadata);
+}
+
+/**
+ * The layout of a quantized stream of `L` elements per list entry, its
+ * scales placed as `scales`, its schema carrying `metadata`.
+ */
+export function quantizedLayout(
+  info: QuantizedTensorInfo,
+  L: number,
+  numel: number,
+  blockCount: number,
+  scales: ScaleLayout,
+  metadata: ReadonlyMap<string, string>,
+): QuantizedLayout {
+  const zeroPoints = storesZeroPoint(info.dtype, info.mode);
+  const qSize = bitsOf(info.dtype) === 4 ? (L + 1) >> 1 : L;
   const perEntry = scales.kind === "column" ? scales.perEntry : undefined;
-  const schema = buildSchema(quantizedFields(info, qSize, perEntry, zeroPoints), metadata);
   return {
     kind: "quantized",
     info: copyInfo(info),
@@ -294,7 +309,7 @@ export function planQuantizedLayout(slab: QuantizedSlab, previous?: QuantizedLay
     qSize,
     zeroPoints,
     scales,
-    schema,
+    schema: buildSchema(quantizedFields(info, qSize, perEntry, zeroPoints), metadata),
   };
 }
 

@@ -13,11 +13,10 @@ import { type DataType, type FixedSizeList, Precision, type Schema, Type } from 
 import { checkInfo, checkShape, FLOAT_DTYPES } from "./_arrow_checks.ts";
 import {
   buildSchema,
-  copyInfo,
   describeType,
   META,
   planSlabLayout,
-  quantizedFields,
+  quantizedLayout,
   rowLength,
   rowRun,
   type ScaleLayout,
@@ -27,7 +26,7 @@ import {
 } from "./_arrow_layout.ts";
 import { FormatError } from "./errors.ts";
 import { encodeFloat16 } from "./float16.ts";
-import { bitsOf, isSigned, storesZeroPoint } from "./ranges.ts";
+import { isSigned, storesZeroPoint } from "./ranges.ts";
 import type { FloatDType, QuantizedTensorInfo } from "./types.ts";
 
 /** A short description of a type, spelled as `describeType` spells the layout's (ignores child field names and nullability). */
@@ -145,7 +144,6 @@ export function layoutFromSchema(schema: Schema): StreamLayout {
   }
   const L = parseListSize(name, meta, rowLength(info.shape));
   const zeroPoints = storesZeroPoint(info.dtype, info.mode);
-  const qSize = bitsOf(info.dtype) === 4 ? (L + 1) >> 1 : L;
   const layoutKind = meta.get(META.scaleLayout);
   let scales: ScaleLayout;
   const run = rowRun(info);
@@ -183,18 +181,7 @@ export function layoutFromSchema(schema: Schema): StreamLayout {
         `${info.granularity} blockSizes ${JSON.stringify(info.blockSizes)} and list size ${L}`,
     );
   }
-  const perEntry = scales.kind === "column" ? scales.perEntry : undefined;
-  const expected = buildSchema(quantizedFields(info, qSize, perEntry, zeroPoints), meta);
-  expectFields(name, schema, expected);
-  return {
-    kind: "quantized",
-    info: copyInfo(info),
-    listSize: L,
-    numel,
-    blockCount,
-    qSize,
-    zeroPoints,
-    scales,
-    schema: expected,
-  };
+  const layout = quantizedLayout(info, L, numel, blockCount, scales, meta);
+  expectFields(name, schema, layout.schema);
+  return layout;
 }
