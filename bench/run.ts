@@ -1,7 +1,9 @@
 /**
  * `deno task bench`: the kernel benchmark on Deno (with the numpy
- * comparison) and on Bun, then a short pipeline benchmark (256 MiB input,
- * both runtimes), each as a child process, and a summary table.
+ * comparison) and on Bun, the stream pipeline in memory against the bare
+ * kernel (bench/pipeline_memory_bench.ts), then a short pipeline benchmark
+ * from file to file (256 MiB input, both runtimes), each as a child process,
+ * and a summary table.
  *
  * ```sh
  * deno task bench                  # a few minutes
@@ -82,6 +84,15 @@ for (const runtime of runtimes) {
   }
 }
 
+// Issue 3's pipeline against the bare kernel without the file system, in one process per runtime and kernel kind.
+const memoryLines: string[] = [];
+for (const runtime of runtimes) {
+  for (const kernels of [[], ["--js-kernels"]]) {
+    const out = runTs(runtime, "bench/pipeline_memory_bench.ts", ["--rounds", "5", ...kernels]);
+    memoryLines.push(...out.split("\n").filter((line) => line && !line.startsWith("RESULT ")));
+  }
+}
+
 const pipelineArgs = [
   "--runtimes",
   values.runtimes!,
@@ -112,6 +123,8 @@ if (pipelineKernel.length) {
   console.log("\nKernel: int8 per channel alone (monomorphic), the pipeline's reference");
   console.log(formatKernelTable(pipelineKernel));
 }
+console.log("\nPipeline in memory (bench/pipeline_memory_bench.ts): 256 MiB, best of 5, against the bare kernel");
+for (const line of memoryLines) console.log(line);
 console.log("\nPipeline: CLI child process under /usr/bin/time -v");
 console.log(formatPipelineTable(pipeline));
 console.log("");
