@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { tableFromArrays, tableToIPC } from "apache-arrow";
-import { configOf, parseConfig } from "@quantflow/quantflow";
+import { configOf, parseConfig, type RawChunk, type Slab } from "@quantflow/quantflow";
 import { CalibrationStats } from "../src/calibration_stats.ts";
 import { computeActivationParams, stringifyActivationParams } from "../src/activation_params.ts";
 import { ArrowIpcEncodeStream } from "../streams/arrow_ipc_encode_stream.ts";
@@ -429,6 +429,34 @@ describe("createApp", () => {
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
+  });
+
+  it("dequantizes the Arrow IPC output of /v1/quantize into the safetensors /v1/dequantize gives for its twin", async () => {
+    const { app } = testApp();
+    const model = smallModel();
+    const arrows = new Uint8Array(await (await post(app, "/v1/quantize", model, { accept: ARROW })).arrayBuffer());
+    const st = new Uint8Array(await (await post(app, "/v1/quantize", model)).arrayBuffer());
+    const res = await post(app, "/v1/dequantize", chunked(arrows, 777), { type: ARROW });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-quantflow-dequantized-tensors"), "2");
+    const fromArrows = await readSafetensors(new Uint8Array(await res.arrayBuffer()));
+    const twin = new Uint8Array(await (await post(app, "/v1/dequantize", st)).arrayBuffer());
+    const fromSt = await readSafetensors(twin);
+    assert.deepEqual(
+      fromArrows.header.entries.map((e) => [e.name, e.dtype, e.shape]),
+      fromSt.header.entries.map((e) => [e.name, e.dtype, e.shape]),
+    );
+    // Every element, as float32 slabs (the model is float32 throughout).
+    const values = async (chunks: ReadableStream<Slab | RawChunk>) =>
+      (await Array.fromAsync(chunks)).flatMap((c) => (c.kind === "raw" ? [] : Array.from(c.data)));
+    const restored = await values(fromArrows.chunks);
+    assert.equal(restored.length, 64 * 48 + 64 + 96 * 64 + 8 * 8);
+    assert.deepEqual(restored, await values(fromSt.chunks));
+    const err = await errorOf(
+      await post(app, "/v1/dequantize", arrows.subarray(0, arrows.length - 100), { type: ARROW }),
+    );
+    assert.equal(err.status, 422);
+    assert.match(err.message, /truncated/);
   });
 
   it("calibrates Arrow activation samples into activation parameters", async () => {

@@ -135,7 +135,8 @@ export interface QuantflowApp {
  *   model in the format `Accept` asks for (default: the input's; Arrow input
  *   can only be answered as Arrow), or with `report=json` only the JSON
  *   report ({@linkcode QuantizeReportBody}).
- * - `POST /v1/dequantize`: a checkpoint quantflow quantized in, float safetensors out.
+ * - `POST /v1/dequantize`: a checkpoint quantflow quantized in (safetensors, or the Arrow IPC streams `/v1/quantize`
+ *   writes), float safetensors out.
  * - `POST /v1/calibrate?mode=&dtype=&observer=&percentile=&averaging-constant=&histogram-bits=&skip-non-finite`:
  *   Arrow IPC activation samples in, activation parameters (JSON) out.
  * - `POST /v1/inspect`: a checkpoint (or just its first bytes) in, its header as JSON out; the rest of the body is not read.
@@ -336,16 +337,19 @@ export function createApp(options: CreateAppOptions = {}): QuantflowApp {
     "/v1/dequantize",
     handle(async (request, clientGone) => {
       expectNoQuery(new URL(request.url).searchParams);
-      contentType(request, [SAFETENSORS_MEDIA_TYPE]);
+      const arrowInput = contentType(request, [SAFETENSORS_MEDIA_TYPE, ARROW_STREAM_MEDIA_TYPE]) ===
+        ARROW_STREAM_MEDIA_TYPE;
       accepted(request, [SAFETENSORS_MEDIA_TYPE], SAFETENSORS_MEDIA_TYPE);
       declaredLength(request);
       return await admitted(async (release) => {
-        // dequantizeFile reads scales before data, so it needs a file: spool the (limited) body.
+        // dequantizeFile reads scales (or an Arrow file's metadata) before data, so it needs a file: spool the
+        // (limited) body. It tells the formats apart by their first bytes.
         const dir = await makeTempDir(tmpDir);
         try {
-          const input = join(dir.path, "in.safetensors");
+          const input = join(dir.path, "in");
           const output = join(dir.path, "out.safetensors");
-          await writeStreamToFile(limitedBody(request).pipeThrough(new HeaderLimitStream(maxHeaderBytes)), input);
+          const body = limitedBody(request);
+          await writeStreamToFile(arrowInput ? body : body.pipeThrough(new HeaderLimitStream(maxHeaderBytes)), input);
           const count = await dequantizeFile(input, output, { slabBytes });
           await rm(input, { force: true });
           const over = () => {
