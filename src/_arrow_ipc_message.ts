@@ -28,9 +28,13 @@ const TYPE_ID = { int: 2, float: 3, list: 16 } as const;
 /** Arrow's Precision: HALF, SINGLE. */
 const PRECISION = { 16: 0, 32: 1 } as const;
 
-/** Bytes `n` takes in an IPC body: padded to 8. */
+/**
+ * Bytes `n` takes in an IPC body: padded to 8. Exact for every safe integer
+ * (`-n & 7` wraps -n to 32 bits, a multiple of 8 away), where apache-arrow's
+ * `(n + 7) & ~7` goes wrong from 2 GiB on.
+ */
 export function padded8(n: number): number {
-  return (n + 7) & ~7;
+  return n + (-n & 7);
 }
 
 /** A flatbuffer framed as a message: continuation, metadata length, the flatbuffer, zero padding to 8 bytes. */
@@ -64,6 +68,7 @@ function encodeType(b: FlatBufferBuilder, type: ColumnType): number {
 function encodeField(b: FlatBufferBuilder, name: string, type: ColumnType): number {
   const typeOffset = encodeType(b, type);
   const children = b.createOffsetVector(type.kind === "list" ? [encodeField(b, "item", type.item)] : []);
+  // An empty name is left out, not written as "": apache-arrow does so (readers give "" either way).
   const nameOffset = name ? b.createString(name) : 0;
   b.startObject(7);
   b.addFieldOffset(3, typeOffset);
