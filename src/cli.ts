@@ -18,15 +18,8 @@ import { GPT2_CONFIG, tinyGpt2 } from "./demo_model.ts";
 import { ProgressBar } from "./progress_bar.ts";
 import { formatReport, type ModelReport } from "./report.ts";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
-import { dequantizeFile, readHeader } from "../streams/dequantize_pipeline.ts";
-import {
-  type CheckpointSummary,
-  formatCheckpoint,
-  summarizeArrowTensors,
-  summarizeCheckpoint,
-} from "../streams/inspect.ts";
-import { openFileSource } from "./byte_source.ts";
-import { isArrowIPC } from "./_file_kind.ts";
+import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
+import { formatCheckpoint, inspectFile } from "../streams/inspect.ts";
 import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
@@ -239,16 +232,7 @@ export async function main(args: string[]): Promise<number> {
           options: { json: { type: "boolean" } },
           allowPositionals: true,
         });
-        const path = oneInput(positionals, "inspect");
-        const source = openFileSource(path);
-        let summary: CheckpointSummary;
-        try {
-          summary = isArrowIPC(source)
-            ? summarizeArrowTensors(await (await import("../streams/_arrow_file.ts")).arrowFileTensors(path))
-            : summarizeCheckpoint(readHeader(source));
-        } finally {
-          source.close();
-        }
+        const summary = await inspectFile(oneInput(positionals, "inspect"));
         console.log(values.json ? JSON.stringify(summary, null, 2) : formatCheckpoint(summary));
         return 0;
       }

@@ -5,11 +5,13 @@
  *
  * @module
  */
+import { openFileSource } from "../src/byte_source.ts";
+import { isArrowIPC } from "../src/_file_kind.ts";
 import { bitsOf, storesZeroPoint } from "../src/ranges.ts";
 import { elementCount } from "../src/report.ts";
 import { safetensorsCodeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ArrowTensor } from "./_arrow_file.ts";
-import { quantizationRecords } from "./dequantize_pipeline.ts";
+import { quantizationRecords, readHeader } from "./dequantize_pipeline.ts";
 import type { QuantizedTensorRecord } from "./quantize_pipeline.ts";
 
 /** One tensor of a checkpoint. */
@@ -65,12 +67,28 @@ export function summarizeCheckpoint(header: SafetensorsHeader): CheckpointSummar
 const QUANT_CODES = { int8: "I8", uint8: "U8", int4: "I4", uint4: "U4" } as const;
 
 /**
- * Summarizes the tensors of a `.arrows` file (one Arrow IPC stream per tensor).
+ * Summarizes a checkpoint file: a `.safetensors` file from its header, a
+ * `.arrows` file (told apart by its first bytes) from its messages' metadata,
+ * their bodies skipped.
  *
- * @param tensors The tensors, in file order.
+ * @param path The file.
  * @returns The summary.
+ * @throws {FormatError} When the file is neither, or is malformed.
  */
-export function summarizeArrowTensors(tensors: readonly ArrowTensor[]): CheckpointSummary {
+export async function inspectFile(path: string): Promise<CheckpointSummary> {
+  const source = openFileSource(path);
+  try {
+    if (!isArrowIPC(source)) return summarizeCheckpoint(readHeader(source));
+  } finally {
+    source.close();
+  }
+  // Loaded on demand: the Arrow reader brings apache-arrow, which a safetensors file does not need.
+  const { arrowFileTensors } = await import("./_arrow_file.ts");
+  return summarizeArrowTensors(await arrowFileTensors(path));
+}
+
+/** The summary of a `.arrows` file's tensors (one Arrow IPC stream per tensor), in file order. */
+function summarizeArrowTensors(tensors: readonly ArrowTensor[]): CheckpointSummary {
   const summaries = tensors.map(({ kind, tensor }): TensorSummary => {
     const numel = elementCount(tensor.shape);
     if (kind === "slab") {
