@@ -115,3 +115,52 @@ export function memorySource(bytes: Uint8Array): ByteSource {
     },
   };
 }
+
+/**
+ * A file's bytes as a pull-based stream of fresh chunks (the consumer may
+ * keep them), read synchronously into each (PITFALLS.md 14: much faster than
+ * the runtimes' own file streams). The file is closed at the end or on cancel.
+ *
+ * @example
+ * ```ts
+ * import { fileStream } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * import { writeFileSync } from "node:fs";
+ * import { join } from "node:path";
+ * import { tmpdir } from "node:os";
+ * const path = join(tmpdir(), `file-stream-example-${crypto.randomUUID()}`);
+ * writeFileSync(path, new Uint8Array([1, 2, 3, 4, 5]));
+ * const chunks = await Array.fromAsync(fileStream(path, 2));
+ * assert.deepEqual(chunks.map((c) => [...c]), [[1, 2], [3, 4], [5]]);
+ * ```
+ *
+ * @param path The file.
+ * @param chunkBytes Size of each chunk.
+ * @returns The stream.
+ */
+export function fileStream(path: string, chunkBytes = 1 << 20): ReadableStream<Uint8Array> {
+  let source: ByteSource | undefined;
+  let position = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      try {
+        source ??= openFileSource(path);
+        const chunk = new Uint8Array(Math.min(chunkBytes, source.size - position));
+        const n = chunk.length === 0 ? 0 : source.read(position, chunk);
+        if (n === 0) {
+          source.close();
+          controller.close();
+          return;
+        }
+        position += n;
+        controller.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n));
+      } catch (error) {
+        source?.close();
+        throw error;
+      }
+    },
+    cancel() {
+      source?.close();
+    },
+  }, { highWaterMark: 0 });
+}

@@ -25,7 +25,7 @@ import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
 
 Usage:
-  quantflow quantize IN.safetensors -o OUT.safetensors|OUT.arrows [options]
+  quantflow quantize IN.safetensors -o OUT.safetensors|OUT.arrows [options]   (IN.arrows: float slabs, to OUT.arrows)
       --mode linear_symmetric|linear     (default linear_symmetric)
       --dtype int8|uint8|int4|uint4      (default int8)
       --granularity per_tensor|per_channel|per_block   (default per_channel)

@@ -6,12 +6,14 @@
  */
 import type { QuantizeConfig } from "../src/config.ts";
 import { FormatError } from "../src/errors.ts";
-import type { TensorReport } from "../src/report.ts";
+import { floatByteLength, type ModelReport, type TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizeOptions, Slab } from "../src/types.ts";
+import { arrowFileTensors, readArrowFile } from "./_arrow_file.ts";
 import { ArrowIpcDecodeStream } from "./arrow_ipc_decode_stream.ts";
 import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
-import { type QuantizeJob, resolveConfig } from "./quantize_pipeline.ts";
+import { type QuantizeJob, type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
+import { writeFileAtomically } from "./safetensors_sink.ts";
 
 /** Options of {@linkcode quantizeArrowIPC}. */
 export interface QuantizeArrowIPCOptions {
@@ -67,4 +69,49 @@ export function quantizeArrowIPC(
     .pipeThrough(quantizer)
     .pipeThrough(new ArrowIpcEncodeStream());
   return { output, report: () => quantizer.report };
+}
+
+/**
+ * `quantizeFile` for a `.arrows` input of float slabs (such as `dequantize ... -o OUT.arrows` writes): Arrow IPC in,
+ * Arrow IPC out, in this thread. The tensors are listed from the messages' metadata first (a truncated or foreign
+ * file fails before anything is written); then the file is read at its positions into reused buffers.
+ *
+ * @param inputPath The `.arrows` file.
+ * @param outputPath Where to write; it appears only when complete.
+ * @param options Configuration and callbacks (`workers` and `slabBytes` do not apply: the input's batches are the slabs).
+ * @returns The report.
+ */
+export async function quantizeArrowFile(
+  inputPath: string,
+  outputPath: string,
+  options: QuantizePipelineOptions,
+): Promise<ModelReport> {
+  const tensors = await arrowFileTensors(inputPath);
+  let total = 0;
+  for (const { kind, tensor } of tensors) {
+    if (kind === "quantized") {
+      throw new FormatError(`Cannot quantize tensor "${tensor.name}": its slabs are already quantized`);
+    }
+    total += floatByteLength(tensor.dtype, tensor.shape);
+  }
+  let done = 0;
+  const quantizer = new QuantizeStream(resolveConfig(options.config), {
+    onTensor: options.onTensor,
+    // The file writer is done with each chunk when its write returns, as the reader's reused buffers require.
+    reuseBuffers: true,
+  });
+  await readArrowFile(inputPath)
+    .pipeThrough(floatSlabsOnly())
+    .pipeThrough(
+      new TransformStream<Slab, Slab>({
+        transform(slab, controller) {
+          controller.enqueue(slab);
+          options.onProgress?.(done += slab.data.byteLength, total);
+        },
+      }),
+    )
+    .pipeThrough(quantizer)
+    .pipeThrough(new ArrowIpcEncodeStream())
+    .pipeTo(writeFileAtomically(outputPath));
+  return quantizer.report;
 }

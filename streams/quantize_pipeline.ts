@@ -4,7 +4,8 @@
  *
  * @module
  */
-import type { ByteSource } from "../src/byte_source.ts";
+import { type ByteSource, openFileSource } from "../src/byte_source.ts";
+import { isArrowIPC } from "../src/_file_kind.ts";
 import { configOf, type QuantizeConfig } from "../src/config.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
@@ -180,9 +181,23 @@ export async function quantizeSafetensors(
   };
 }
 
+/** Whether a file holds Arrow IPC streams (a missing or unreadable file is left for the job to report). */
+function isArrowFile(path: string): boolean {
+  let source: ByteSource | undefined;
+  try {
+    source = openFileSource(path);
+    return isArrowIPC(source);
+  } catch {
+    return false;
+  } finally {
+    source?.close();
+  }
+}
+
 /**
  * Quantizes a safetensors file into a new file, which appears under its
- * name only when complete.
+ * name only when complete. A `.arrows` file of float slabs (told apart by its
+ * first bytes) is quantized too, into Arrow IPC only.
  *
  * @param inputPath The checkpoint.
  * @param outputPath Where to write; `.arrows` selects Arrow IPC unless `options.format` says otherwise.
@@ -190,7 +205,7 @@ export async function quantizeSafetensors(
  * @returns The report.
  * @throws {FormatError} When the input is malformed (nothing is written).
  * @throws {NonFiniteError} When a tensor to quantize holds NaN or an infinity (nothing is written).
- * @throws {RangeError} When `workers` is not a non-negative integer.
+ * @throws {RangeError} When `workers` is not a non-negative integer, or safetensors output is asked of an Arrow input.
  */
 export async function quantizeFile(
   inputPath: string,
@@ -201,6 +216,17 @@ export async function quantizeFile(
   const { workers = 0 } = options;
   if (!Number.isInteger(workers) || workers < 0) {
     throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
+  }
+  if (isArrowFile(inputPath)) {
+    if (format !== "arrows") {
+      throw new RangeError(
+        `Cannot write "${outputPath}" from the Arrow IPC file "${inputPath}": Arrow input becomes .arrows output ` +
+          `(a safetensors file starts with a header listing every tensor, which a slab stream gives only as it goes)`,
+      );
+    }
+    // Loaded on demand, as the Arrow encoder is: apache-arrow (the decoder's) need not load for a safetensors input.
+    const { quantizeArrowFile } = await import("./quantize_arrow.ts");
+    return await quantizeArrowFile(inputPath, outputPath, options);
   }
   if (format === "safetensors" && workers > 0) {
     // Loaded on demand: a one-thread job need not pay for the worker machinery.

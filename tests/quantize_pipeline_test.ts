@@ -3,7 +3,16 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
-import { FormatError, packInt4, parseConfig, quantizeTensor, readArrowIPC } from "@quantflow/quantflow";
+import {
+  ArrowIpcEncodeStream,
+  FormatError,
+  packInt4,
+  parseConfig,
+  quantizeTensor,
+  readArrowIPC,
+  readSafetensors,
+  writeFileAtomically,
+} from "@quantflow/quantflow";
 import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantflow/quantflow";
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
@@ -418,6 +427,39 @@ describe("Arrow IPC input", () => {
     }
     // Neither the files nor their temporary twins (`NAME.<random>.tmp`).
     assert.deepEqual(readdirSync(dir).filter((f) => outputs.some((o) => f.startsWith(o))), []);
+  });
+
+  test("quantize reads a .arrows file of float slabs into the bytes its safetensors twin gives", async () => {
+    const input = path(), floats = path("f.arrows");
+    writeFileSync(
+      input,
+      fileOf([
+        randomTensor("a.weight", "float32", [64, 48], 15),
+        randomTensor("b.weight", "float16", [33, 16, 3], 16),
+        randomTensor("c.bias", "bfloat16", [48], 17),
+      ]),
+    );
+    const { chunks } = await readSafetensors(input, { slabBytes: 1000 });
+    await chunks.pipeThrough(new ArrowIpcEncodeStream()).pipeTo(writeFileAtomically(floats));
+    let quantized = "";
+    for (const config of [{}, { granularity: "per_tensor", mode: "linear", dtype: "uint4" }] as QuantizeOptions[]) {
+      const fromSt = quantized = path("q.arrows"), fromArrows = path("q.arrows");
+      const expected = await quantizeFile(input, fromSt, { config, slabBytes: 1000 });
+      const progress: number[] = [];
+      const got = await quantizeFile(floats, fromArrows, {
+        config,
+        onProgress: (done, total) => progress.push(done / total),
+      });
+      assert.deepEqual(readFileSync(fromArrows), readFileSync(fromSt), JSON.stringify(config));
+      assert.deepEqual(got.tensors, expected.tensors);
+      assert.equal(progress.at(-1), 1);
+    }
+    // Safetensors output needs a header up front; an already quantized input is refused. Neither leaves a file (nor
+    // its temporary twin `NAME.<random>.tmp`).
+    const refused = [path("out.safetensors"), path("out.arrows")];
+    await assert.rejects(quantizeFile(floats, refused[0]), /Arrow input becomes \.arrows output/);
+    await assert.rejects(quantizeFile(quantized, refused[1]), /already quantized/);
+    assert.deepEqual(readdirSync(dir).filter((f) => refused.some((r) => f.startsWith(basename(r)))), []);
   });
 
   test("dequantizing to .arrows refuses a checkpoint with non-float tensors before writing anything", async () => {

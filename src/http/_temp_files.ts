@@ -7,7 +7,6 @@
  */
 import { mkdtemp, open, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { openFileSource } from "../byte_source.ts";
 
 /**
  * Creates a private temporary directory.
@@ -51,40 +50,4 @@ export async function writeStreamToFile(body: ReadableStream<Uint8Array>, path: 
     await file.close();
   }
   return written;
-}
-
-/**
- * A file's bytes as a pull-based stream of fresh chunks (the consumer may
- * keep them), read synchronously into each (PITFALLS.md 14: much faster than
- * the runtimes' own file streams). The file is closed at the end or on cancel.
- *
- * @param path The file.
- * @param chunkBytes Size of each chunk.
- * @returns The stream.
- */
-export function fileStream(path: string, chunkBytes = 1 << 20): ReadableStream<Uint8Array> {
-  let source: ReturnType<typeof openFileSource> | undefined;
-  let position = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      try {
-        source ??= openFileSource(path);
-        const chunk = new Uint8Array(Math.min(chunkBytes, source.size - position));
-        const n = chunk.length === 0 ? 0 : source.read(position, chunk);
-        if (n === 0) {
-          source.close();
-          controller.close();
-          return;
-        }
-        position += n;
-        controller.enqueue(n === chunk.length ? chunk : chunk.subarray(0, n));
-      } catch (error) {
-        source?.close();
-        throw error;
-      }
-    },
-    cancel() {
-      source?.close();
-    },
-  }, { highWaterMark: 0 });
 }

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { rm } from "node:fs/promises";
 import { Hono } from "hono";
 import { computeActivationParams, stringifyActivationParams } from "../activation_params.ts";
+import { fileStream } from "../byte_source.ts";
 import type { CalibrationStats } from "../calibration_stats.ts";
 import type { ModelReport } from "../report.ts";
 import { CalibrateStream } from "../../streams/calibrate_stream.ts";
@@ -35,7 +36,7 @@ import { ARROW_STREAM_MEDIA_TYPE, mediaTypeOf, negotiateMediaType, SAFETENSORS_M
 import { expectNoQuery, parseCalibrateQuery, parseQuantizeQuery } from "./query_params.ts";
 import { clientGoneSignal } from "./_client_gone.ts";
 import { readFirst, settledBody } from "./_response_body.ts";
-import { fileStream, makeTempDir, writeStreamToFile } from "./_temp_files.ts";
+import { makeTempDir, writeStreamToFile } from "./_temp_files.ts";
 
 /** Options of {@linkcode createApp}. */
 export interface CreateAppOptions {
