@@ -17,11 +17,22 @@ import { FormatError } from "./errors.ts";
 import { bitsOf, isSigned } from "./ranges.ts";
 import type { QuantizedSlab, Slab } from "./types.ts";
 
-/** The scale (and zero point) of the block that split rows continue in, carried across slabs by the encoder. */
+/**
+ * The scales (and zero points) of the slab that last carried any, kept by the
+ * encoder for the split rows that continue past it: the blocks that began
+ * in it, or all of them when the first slab carried them all (a two-pass
+ * tensor).
+ */
 export interface ScaleCarry {
-  block: number;
-  scale: number;
-  zeroPoint: number;
+  /** Block index of `scale[0]`. */
+  from: number;
+  scale: Float32Array | Uint16Array;
+  zeroPoint: Int8Array | Uint8Array | undefined;
+}
+
+/** A carry that holds no scale yet. */
+export function emptyCarry(): ScaleCarry {
+  return { from: 0, scale: new Float32Array(0), zeroPoint: undefined };
 }
 
 /** The body of one record batch: its table rows and its columns in schema order. */
@@ -104,7 +115,7 @@ function unpack4(src: Uint8Array, entries: number, L: number, signed: boolean): 
  * A quantized slab as the body of a record batch of its stream. 8-bit values
  * and whole-entry scales are not copied.
  *
- * @param carry The block split rows continue in (updated).
+ * @param carry The scales split rows continue with (updated).
  * @throws {TypeError} If the slab does not belong to the layout's tensor, or
  *   does not carry the scales the layout needs.
  * @throws {RangeError} If it does not fall on whole list entries.
@@ -134,7 +145,7 @@ export function quantizedSlabBody(layout: QuantizedLayout, slab: QuantizedSlab, 
   } else {
     const [scale, zeroPoint] = scales.duplicated
       ? duplicatedScales(layout, slab, first, entries, scales.run, carry)
-      : wholeEntryScales(layout, slab, first, entries, scales.perEntry);
+      : wholeEntryScales(layout, slab, first, entries, scales.perEntry, carry);
     columns.push(listColumn(scale));
     if (zeroPoint) columns.push(listColumn(zeroPoint));
   }
@@ -143,24 +154,62 @@ export function quantizedSlabBody(layout: QuantizedLayout, slab: QuantizedSlab, 
 
 type ScaleArrays = [Float32Array | Uint16Array, Int8Array | Uint8Array | undefined];
 
+/** Empty columns of `length` scales and zero points, of the layout's types. */
+function scaleArrays(layout: QuantizedLayout, length: number): ScaleArrays {
+  const scale = layout.info.scaleDType === "float32" ? new Float32Array(length) : new Uint16Array(length);
+  const zeroPoint = !layout.zeroPoints
+    ? undefined
+    : isSigned(layout.info.dtype)
+    ? new Int8Array(length)
+    : new Uint8Array(length);
+  return [scale, zeroPoint];
+}
+
+/** The scale and zero point of `block`: from the slab if it carries them, else from the carry. */
+function scaleOf(layout: QuantizedLayout, slab: QuantizedSlab, carry: ScaleCarry, block: number): [number, number] {
+  const i = block - slab.scaleOffset;
+  if (i >= 0 && i < slab.scale.length) return [slab.scale[i], slab.zeroPoint?.[i] ?? 0];
+  const j = block - carry.from;
+  if (j >= 0 && j < carry.scale.length) return [carry.scale[j], carry.zeroPoint?.[j] ?? 0];
+  throw new TypeError(
+    `Quantized slab of tensor "${layout.info.name}" at offset ${slab.offset} lacks the scale of block ${block}, ` +
+      `which no earlier slab carried`,
+  );
+}
+
+/** Keeps a copy of the scales a slab carries (its memory may be reused once it is written) for the slabs after it. */
+function keepScales(slab: QuantizedSlab, carry: ScaleCarry): void {
+  if (slab.scale.length === 0) return;
+  carry.from = slab.scaleOffset;
+  carry.scale = slab.scale.slice();
+  carry.zeroPoint = slab.zeroPoint?.slice();
+}
+
+/** `k` scales per entry: the slab's own, as they are, when it carries exactly those of its rows. */
 function wholeEntryScales(
   layout: QuantizedLayout,
   slab: QuantizedSlab,
   first: number,
   entries: number,
   k: number,
+  carry: ScaleCarry,
 ): ScaleArrays {
   const from = first * k, count = entries * k;
-  if (slab.scaleOffset !== from || slab.scale.length !== count) {
-    throw new TypeError(
-      `Quantized slab of tensor "${layout.info.name}" at offset ${slab.offset} carries scales [${slab.scaleOffset}, ${
-        slab.scaleOffset + slab.scale.length
-      }); its rows need [${from}, ${from + count})`,
-    );
+  if (slab.scaleOffset === from && slab.scale.length === count) {
+    return [slab.scale, layout.zeroPoints ? slab.zeroPoint : undefined];
   }
-  return [slab.scale, layout.zeroPoints ? slab.zeroPoint : undefined];
+  // A slab of a two-pass tensor: the first carried them all.
+  const [scale, zeroPoint] = scaleArrays(layout, count);
+  for (let b = 0; b < count; b++) {
+    const [s, z] = scaleOf(layout, slab, carry, from + b);
+    scale[b] = s;
+    if (zeroPoint) zeroPoint[b] = z;
+  }
+  keepScales(slab, carry);
+  return [scale, zeroPoint];
 }
 
+/** Split rows: each entry holds the scale of the block it lies in. */
 function duplicatedScales(
   layout: QuantizedLayout,
   slab: QuantizedSlab,
@@ -169,31 +218,17 @@ function duplicatedScales(
   run: number,
   carry: ScaleCarry,
 ): ScaleArrays {
-  const L = layout.listSize, per = run / L;
-  const scale = slab.scale instanceof Float32Array ? new Float32Array(entries) : new Uint16Array(entries);
-  const zeroPoint = !layout.zeroPoints
-    ? undefined
-    : slab.zeroPoint instanceof Int8Array
-    ? new Int8Array(entries)
-    : new Uint8Array(entries);
+  const per = run / layout.listSize;
+  const [scale, zeroPoint] = scaleArrays(layout, entries);
   for (let e = 0; e < entries;) {
     const block = Math.floor((first + e) / per);
     const end = Math.min(entries, (block + 1) * per - first);
-    const i = block - slab.scaleOffset;
-    if (i >= 0 && i < slab.scale.length) {
-      carry.block = block;
-      carry.scale = slab.scale[i];
-      carry.zeroPoint = slab.zeroPoint?.[i] ?? 0;
-    } else if (carry.block !== block) {
-      throw new TypeError(
-        `Quantized slab of tensor "${layout.info.name}" at offset ${slab.offset} lacks the scale of block ${block}, ` +
-          `which no earlier slab carried`,
-      );
-    }
-    scale.fill(carry.scale, e, end);
-    zeroPoint?.fill(carry.zeroPoint, e, end);
+    const [s, z] = scaleOf(layout, slab, carry, block);
+    scale.fill(s, e, end);
+    zeroPoint?.fill(z, e, end);
     e = end;
   }
+  keepScales(slab, carry);
   return [scale, zeroPoint];
 }
 
@@ -204,7 +239,7 @@ function duplicatedScales(
 export interface DecodeState {
   /** Whether the tensor's metadata scales were already emitted (a continued tensor). */
   scalesEmitted: boolean;
-  /** Element offset after the previous batch (for empty batches). */
+  /** Element offset after the previous batch (of this stream, or of the one it continues): where the next begins. */
   nextOffset: number;
 }
 
@@ -231,7 +266,7 @@ function checkNoNulls(name: string, column: string, data: Data): void {
   if (data.nullCount > 0) throw new FormatError(`Arrow stream of tensor "${name}" has nulls in column "${column}"`);
 }
 
-/** Reads the `row` column and the first element offset; rows must be consecutive. */
+/** Reads the `row` column and the first element offset; rows must be consecutive, and follow the previous batch's. */
 function readRows(name: string, batch: RecordBatch, L: number, numel: number, state: DecodeState): number {
   const n = batch.numRows;
   if (n === 0) return state.nextOffset;
@@ -249,6 +284,12 @@ function readRows(name: string, batch: RecordBatch, L: number, numel: number, st
   if (first < 0 || (first + n) * L > numel) {
     throw new FormatError(
       `Arrow stream of tensor "${name}" has rows [${first}, ${first + n}) of ${L} elements; the tensor has ${numel}`,
+    );
+  }
+  if (first * L !== state.nextOffset) {
+    throw new FormatError(
+      `Arrow stream of tensor "${name}" has a batch from element ${first * L} where element ${state.nextOffset} ` +
+        `comes next: batches missing, repeated or out of order`,
     );
   }
   return first * L;

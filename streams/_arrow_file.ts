@@ -13,7 +13,7 @@ import { elementCount } from "../src/report.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, Slab, TensorInfo } from "../src/types.ts";
 import { IpcSlabReader, type MessageBytes } from "./_ipc_slab_reader.ts";
 
-/** No message of a file is refused for its size: the file's own size bounds it. */
+/** No message is refused for its declared size alone: `FileBytes` reads (and allocates) no further than the file. */
 const MAX_MESSAGE_BYTES = Number.MAX_SAFE_INTEGER;
 
 /**
@@ -44,6 +44,12 @@ class FileBytes implements MessageBytes {
   read(n: number, align = false): Promise<Uint8Array | number> {
     // An empty body (a schema's) takes no buffer: the ring's turns are for the bodies slabs view.
     if (n === 0) return Promise.resolve(new Uint8Array(0));
+    const left = this.#source.size - this.position;
+    if (n > left) {
+      // The file ends first: say how much there was, without allocating what a damaged length claims.
+      this.position = this.#source.size;
+      return Promise.resolve(Math.max(0, left));
+    }
     const into = (align ? this.#bodies : this.#metadata).take(n);
     const got = this.#source.read(this.position, into);
     this.position += got;

@@ -188,6 +188,8 @@ export class IpcSlabReader {
   #open: OpenStream | undefined;
   /** Kind and name of the last completed stream: a stream continuing the same tensor does not repeat metadata scales. */
   #lastKey: string | undefined;
+  /** Element offset where the last completed stream ended: a stream continuing its tensor starts there. */
+  #lastEnd = 0;
 
   /**
    * @param bytes The IPC bytes.
@@ -233,6 +235,8 @@ export class IpcSlabReader {
     if (!Number.isSafeInteger(rows) || rows < 0) {
       throw new FormatError(`${this.#where()} is invalid: record batch at byte ${batch.start} declares ${rows} rows`);
     }
+    // Where its rows are is in the body, unread: the next batch is taken to follow this one.
+    open.state.nextOffset += rows * open.layout.listSize;
     return { layout: open.layout, rows };
   }
 
@@ -268,6 +272,7 @@ export class IpcSlabReader {
           throw new FormatError(`Arrow IPC stream is invalid: end-of-stream marker at byte ${start} without a schema`);
         }
         this.#lastKey = this.#open.key;
+        this.#lastEnd = this.#open.state.nextOffset;
         this.#open = undefined;
         continue;
       }
@@ -325,16 +330,26 @@ export class IpcSlabReader {
     } catch (cause) {
       throw new FormatError(`Arrow IPC stream is invalid: unreadable schema at byte ${start}`, { cause });
     }
-    const layout = layoutFromSchema(schema);
+    let layout: StreamLayout;
+    try {
+      layout = layoutFromSchema(schema);
+    } catch (cause) {
+      if (cause instanceof FormatError) throw cause;
+      // A schema apache-arrow decoded but whose parts are missing or odd (a list without a child type).
+      throw new FormatError(`Arrow IPC stream is invalid: schema at byte ${start} is not quantflow's layout`, {
+        cause,
+      });
+    }
     const name = layout.kind === "slab" ? layout.tensor.name : layout.info.name;
     const key = `${layout.kind}\0${name}`;
+    const continued = key === this.#lastKey;
     this.#open = {
       name,
       key,
       // Copy the schema message: it is reused for every batch and must not pin an input chunk.
       schemaBytes: schemaBytes.map((b) => b.slice()),
       layout,
-      state: { scalesEmitted: key === this.#lastKey, nextOffset: 0 },
+      state: { scalesEmitted: continued, nextOffset: continued ? this.#lastEnd : 0 },
       batches: 0,
     };
     this.#lastKey = undefined;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { type BatchBody, quantizedSlabBody, type ScaleCarry, slabBody } from "../src/_arrow_batches.ts";
+import { type BatchBody, emptyCarry, quantizedSlabBody, type ScaleCarry, slabBody } from "../src/_arrow_batches.ts";
 import { padded8, recordBatchMessage, schemaMessage } from "../src/_arrow_ipc_message.ts";
 import { fitsLayout, planQuantizedLayout, planSlabLayout, type StreamLayout } from "../src/_arrow_layout.ts";
 import { floatDTypeOf } from "../src/safetensors_header.ts";
@@ -171,7 +171,7 @@ function startStream(key: string, chunk: Slab | QuantizedSlab, previous: OpenStr
   const layout = chunk.kind === "quantized"
     ? planQuantizedLayout(chunk, previous?.layout.kind === "quantized" ? previous.layout : undefined)
     : planSlabLayout(chunk);
-  return { key, layout, carry: previous?.carry ?? { block: -1, scale: 0, zeroPoint: 0 } };
+  return { key, layout, carry: previous?.carry ?? emptyCarry() };
 }
 
 function describeChunk(chunk: unknown): string {

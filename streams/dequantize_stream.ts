@@ -8,12 +8,62 @@ import { type Allocate, allocatorOf, BufferRing, PIPELINE_RING_SLOTS } from "../
 import { dequantizeValues } from "../src/dequantize_kernel.ts";
 import { FormatError } from "../src/errors.ts";
 import { decodeFloat16 } from "../src/float16.ts";
+import { isSigned, storesZeroPoint } from "../src/ranges.ts";
 import { elementCount } from "../src/report.ts";
 import type { FloatDType, QuantizedSlab, QuantizedTensorInfo, RawChunk, Slab } from "../src/types.ts";
 
 function scaleNumbers(slab: QuantizedSlab): Float32Array {
   if (slab.tensor.scaleDType === "float32") return slab.scale as Float32Array;
   return decodeFloat16(slab.scale as Uint16Array, new Float32Array(slab.scale.length));
+}
+
+/** A tensor whose scales are gathered slab by slab, and how many of them are known so far. */
+interface Gathered {
+  readonly info: QuantizedTensorInfo;
+  readonly layout: BlockLayout;
+  readonly scale: Float32Array;
+  readonly zeroPoint: Int8Array | Uint8Array | undefined;
+  known: number;
+}
+
+function startTensor(info: QuantizedTensorInfo): Gathered {
+  const blockCount = elementCount(info.scaleShape);
+  const zeroPoint = !storesZeroPoint(info.dtype, info.mode)
+    ? undefined
+    : isSigned(info.dtype)
+    ? new Int8Array(blockCount)
+    : new Uint8Array(blockCount);
+  return {
+    info,
+    layout: new BlockLayout(info.shape, info.blockSizes),
+    scale: new Float32Array(blockCount),
+    zeroPoint,
+    known: 0,
+  };
+}
+
+/** Adds the scales a slab carries to its tensor's, which must be the next ones. */
+function gather(tensor: Gathered, slab: QuantizedSlab): void {
+  const count = slab.scale.length;
+  if (count === 0) return;
+  const { info, scale, zeroPoint } = tensor;
+  if (slab.scaleOffset !== tensor.known || tensor.known + count > scale.length) {
+    throw new FormatError(
+      `Quantized tensor "${info.name}": slab at element ${slab.offset} carries scales [${slab.scaleOffset}, ${
+        slab.scaleOffset + count
+      }) where scale ${tensor.known} of ${scale.length} comes next`,
+    );
+  }
+  if (zeroPoint && slab.zeroPoint?.length !== count) {
+    throw new FormatError(
+      `Quantized tensor "${info.name}": slab at element ${slab.offset} carries ${count} scales and ${
+        slab.zeroPoint?.length ?? "no"
+      } zero points`,
+    );
+  }
+  scale.set(scaleNumbers(slab), tensor.known);
+  if (zeroPoint) zeroPoint.set(slab.zeroPoint!, tensor.known);
+  tensor.known += count;
 }
 
 /** Options of {@linkcode DequantizeStream}. */
@@ -74,64 +124,43 @@ export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, 
       const bytes = reuse.take(2 * count);
       return [scratch, new Uint16Array(bytes.buffer, bytes.byteOffset, count)];
     };
-    let whole:
-      | { info: QuantizedTensorInfo; layout: BlockLayout; scale: Float32Array; zeroPoint?: ArrayLike<number> }
-      | undefined;
+    /** The tensor whose scales are being gathered. */
+    let whole: Gathered | undefined;
     super({
       transform(slab, controller) {
         if (slab.kind === "raw") return controller.enqueue(slab);
         const { tensor: info } = slab;
+        // A slab carries the scales of the blocks that begin in it (the first slab all of them, where they do not
+        // follow the rows). From a tensor's first slab on they are gathered in order: they serve the slabs that
+        // follow, whose rows may be split anywhere.
+        if (slab.offset === 0) whole = startTensor(info);
+        const tracked = whole?.info.name === info.name ? whole : undefined;
+        if (tracked) gather(tracked, slab);
         const rowLength = elementCount(info.shape.slice(1));
         const blocksPerRow = elementCount(info.scaleShape.slice(1));
         const rows = slab.data.length / rowLength;
         const ownRows = info.blockSizes[0] === 1 && slab.offset % rowLength === 0 && Number.isInteger(rows) &&
           slab.scale.length === rows * blocksPerRow && slab.scaleOffset === (slab.offset / rowLength) * blocksPerRow;
+        const [values, bits] = outputOf(slab.data.length, info.sourceDType);
         let data;
         if (ownRows) {
+          // Whole rows with their own scales: dequantized on their own.
           const layout = new BlockLayout([rows, ...info.shape.slice(1)], info.blockSizes);
-          const [values, bits] = outputOf(slab.data.length, info.sourceDType);
-          data = dequantizeValues(
-            slab.data,
-            0,
-            layout,
-            scaleNumbers(slab),
-            slab.zeroPoint,
-            info.sourceDType,
-            values,
-            bits,
-          );
+          const scale = scaleNumbers(slab);
+          data = dequantizeValues(slab.data, 0, layout, scale, slab.zeroPoint, info.sourceDType, values, bits);
         } else {
-          if (slab.offset === 0) {
-            if (slab.scale.length !== elementCount(info.scaleShape)) {
-              throw new FormatError(
-                `Quantized tensor "${info.name}": first slab carries ${slab.scale.length} scales, expected all ${
-                  elementCount(info.scaleShape)
-                }`,
-              );
-            }
-            whole = {
-              info,
-              layout: new BlockLayout(info.shape, info.blockSizes),
-              scale: scaleNumbers(slab),
-              zeroPoint: slab.zeroPoint,
-            };
+          if (!tracked) {
+            throw new FormatError(
+              `Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its tensor's first slab`,
+            );
           }
-          if (!whole || whole.info.name !== info.name) {
+          if (slab.data.length > 0 && tracked.layout.blockOf(slab.offset + slab.data.length - 1) >= tracked.known) {
             throw new FormatError(
               `Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its scales`,
             );
           }
-          const [values, bits] = outputOf(slab.data.length, info.sourceDType);
-          data = dequantizeValues(
-            slab.data,
-            slab.offset,
-            whole.layout,
-            whole.scale,
-            whole.zeroPoint,
-            info.sourceDType,
-            values,
-            bits,
-          );
+          const { layout, scale, zeroPoint } = tracked;
+          data = dequantizeValues(slab.data, slab.offset, layout, scale, zeroPoint, info.sourceDType, values, bits);
         }
         controller.enqueue({
           kind: "slab",

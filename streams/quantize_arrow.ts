@@ -95,6 +95,8 @@ export async function quantizeArrowFile(
     total += floatByteLength(tensor.dtype, tensor.shape);
   }
   let done = 0;
+  // Created before the reading starts: a path that cannot be written fails here, with no file left open.
+  const sink = writeFileAtomically(outputPath);
   const quantizer = new QuantizeStream(resolveConfig(options.config), {
     onTensor: options.onTensor,
     // The file writer is done with each chunk when its write returns, as the reader's reused buffers require.
@@ -112,6 +114,6 @@ export async function quantizeArrowFile(
     )
     .pipeThrough(quantizer)
     .pipeThrough(new ArrowIpcEncodeStream())
-    .pipeTo(writeFileAtomically(outputPath));
+    .pipeTo(sink);
   return quantizer.report;
 }

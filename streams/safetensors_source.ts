@@ -353,12 +353,15 @@ function chunkStream(
 ): ReadableStream<Slab | RawChunk> {
   let t = 0;
   let offset = 0;
+  // Whether tensor t has had a chunk: a tensor of no elements gets one, empty, so that it is not lost downstream.
+  let started = false;
   return new ReadableStream<Slab | RawChunk>({
     async pull(controller) {
       try {
-        while (t < plans.length && offset >= plans[t].byteLength) {
+        while (t < plans.length && started && offset >= plans[t].byteLength) {
           t++;
           offset = 0;
+          started = false;
         }
         if (t === plans.length) {
           await reader.finish();
@@ -369,9 +372,10 @@ function chunkStream(
         const length = Math.min(plan.pieceBytes, plan.byteLength - offset);
         // Read straight into the chunk's memory, no second copy: a fresh buffer
         // the chunk owns, or the ring's next one when the caller asked for reuse.
-        const bytes = ring ? ring.take(length) : new Uint8Array(length);
-        await reader.fill(plan.entry.begin + offset, bytes, plan.entry);
+        const bytes = length === 0 ? new Uint8Array(0) : ring ? ring.take(length) : new Uint8Array(length);
+        if (length > 0) await reader.fill(plan.entry.begin + offset, bytes, plan.entry);
         controller.enqueue(makeChunk(plan, offset, bytes, sourceOf));
+        started = true;
         offset += length;
       } catch (e) {
         await reader.close(e);

@@ -12,6 +12,7 @@ import { tableFromIPC } from "@uwdata/flechette";
 import { ArrowIpcEncodeStream, toArrowIPC } from "../streams/arrow_ipc_encode_stream.ts";
 import { ArrowIpcDecodeStream, readArrowIPC } from "../streams/arrow_ipc_decode_stream.ts";
 import { padded8, recordBatchMessage } from "../src/_arrow_ipc_message.ts";
+import { FlatBufferBuilder } from "../src/_flatbuffers.ts";
 import { FormatError } from "../src/errors.ts";
 import type { FloatDType, QuantizedSlab, QuantizedTensorInfo, Slab } from "../src/types.ts";
 
@@ -518,6 +519,55 @@ test("garbage bytes are a FormatError", async () => {
   const bad = await rejection([Uint8Array.of(0xff, 0xff, 0xff, 0xff, 16, 0, 0, 0, ...new Uint8Array(16).fill(0xab))]);
   assert.ok(bad instanceof FormatError);
   assert.match(bad.message, /unreadable message metadata at byte 0|declares|message at byte 0 comes before any schema/);
+});
+
+test("a schema apache-arrow reads but quantflow's layout cannot (a list without a child type) is a FormatError", async () => {
+  // Written field by field: no encoder of ours or apache-arrow's would write this schema.
+  const b = new FlatBufferBuilder();
+  const field = (name: string, typeId: number, type: number) => {
+    const children = b.createOffsetVector([]);
+    const nameOffset = b.createString(name);
+    b.startObject(7);
+    b.addFieldOffset(3, type);
+    b.addFieldInt8(2, typeId, 0);
+    b.addFieldOffset(5, children);
+    b.addFieldOffset(0, nameOffset);
+    return b.endObject();
+  };
+  b.startObject(2);
+  b.addFieldInt32(0, 32, 0);
+  b.addFieldInt8(1, 1, 0);
+  const row = field("row", 2, b.endObject());
+  b.startObject(1);
+  b.addFieldInt32(0, 2, 0);
+  const values = field("values", 16, b.endObject()); // FixedSizeList<2> of nothing
+  const fields = b.createOffsetVector([row, values]);
+  const meta = [["kind", "slab"], ["name", "w"], ["dtype", "float32"], ["shape", "[2,2]"], ["list_size", "2"]].map(
+    ([k, v]) => {
+      const key = b.createString(`quantflow.${k}`), value = b.createString(v);
+      b.startObject(2);
+      b.addFieldOffset(0, key);
+      b.addFieldOffset(1, value);
+      return b.endObject();
+    },
+  );
+  const metadata = b.createOffsetVector(meta);
+  b.startObject(4);
+  b.addFieldOffset(1, fields);
+  b.addFieldOffset(2, metadata);
+  const schema = b.endObject();
+  b.startObject(5);
+  b.addFieldInt16(0, 4, 0);
+  b.addFieldOffset(2, schema);
+  b.addFieldInt8(1, 1, 0);
+  const flatbuffer = b.finish(b.endObject());
+  const bytes = new Uint8Array(8 + padded8(flatbuffer.length));
+  new DataView(bytes.buffer).setInt32(0, -1, true);
+  new DataView(bytes.buffer).setInt32(4, bytes.length - 8, true);
+  bytes.set(flatbuffer, 8);
+  const error = await rejection([concat([bytes, Uint8Array.from(END)])]);
+  assert.ok(error instanceof FormatError, String(error));
+  assert.match(error.message, /schema at byte 0 is not quantflow's layout/);
 });
 
 test("an Arrow stream without quantflow metadata is a FormatError", async () => {

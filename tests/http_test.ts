@@ -259,6 +259,11 @@ describe("createApp", () => {
     const err = await errorOf(await post(app, "/v1/inspect", smallModel()));
     assert.equal(err.status, 413);
     assert.match(err.message, /exceeds this server's limit of 64 bytes/);
+    // Whatever the declared type: /v1/dequantize tells formats apart by their bytes.
+    for (const type of [OCTET, ARROW]) {
+      const e = await errorOf(await post(app, "/v1/dequantize", smallModel(), { type }));
+      assert.equal(e.status, 413, type);
+    }
   });
 
   it("answers 422 for a malformed header, and for a declared length the header contradicts", async () => {

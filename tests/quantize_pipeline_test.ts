@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import { Message } from "apache-arrow";
 import {
   ArrowIpcEncodeStream,
   FormatError,
@@ -326,6 +327,24 @@ describe("Arrow IPC output", () => {
   });
 });
 
+/** The IPC messages of a `.arrows` file: where each starts and ends, and whether it is a schema. */
+function messagesOf(bytes: Uint8Array): { start: number; end: number; schema: boolean }[] {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: { start: number; end: number; schema: boolean }[] = [];
+  for (let at = 0; at < bytes.length;) {
+    const metaLength = view.getInt32(at + 4, true);
+    if (metaLength === 0) {
+      at += 8; // end of a stream
+      continue;
+    }
+    const message = Message.decode(bytes.subarray(at + 8, at + 8 + metaLength));
+    const end = at + 8 + metaLength + Number(message.bodyLength);
+    out.push({ start: at, end, schema: message.isSchema() });
+    at = end;
+  }
+  return out;
+}
+
 describe("Arrow IPC input", () => {
   const gpt2 = () => tinyGpt2({ layers: 1, hidden: 64 });
   const halves = () =>
@@ -333,11 +352,20 @@ describe("Arrow IPC input", () => {
       randomTensor("h.weight", "float16", [64, 48], 12),
       randomTensor("b.weight", "bfloat16", [48, 64], 13),
       randomTensor("h.bias", "float16", [48], 14),
+      randomTensor("empty.weight", "float32", [0, 4], 21), // no elements: an empty stream, kept
     ]);
   const configs: [string, QuantizeOptions, () => Uint8Array, number?][] = [
     ["int4 per block", { granularity: "per_block", blockSize: 16, dtype: "int4" }, gpt2],
     // Hundreds of small batches: the reader's reused buffers go round many times while slabs are in flight.
     ["int8 per channel, slabs of 2 KiB", {}, gpt2, 2048],
+    // Rows longer than a slab (two passes; the first slab carries every scale, later batches repeat them).
+    ["int8 per channel, rows split across slabs", {}, gpt2, 128],
+    [
+      "uint4 per block, rows split across slabs",
+      { granularity: "per_block", blockSize: 16, mode: "linear", dtype: "uint4" },
+      gpt2,
+      128,
+    ],
     [
       "uint8 affine per tensor (scales in the schema)",
       { granularity: "per_tensor", mode: "linear", dtype: "uint8" },
@@ -361,6 +389,7 @@ describe("Arrow IPC input", () => {
       const expected = readCheckpoint(readFileSync(fromSt)).tensors;
       const got = readCheckpoint(readFileSync(fromArrows)).tensors;
       assert.ok(Object.keys(got).length >= 3);
+      if (make === halves) assert.deepEqual(got["empty.weight"].shape, [0, 4]);
       for (const [name, t] of Object.entries(got)) assert.deepEqual(t, expected[name], name);
       const slabs = await Array.fromAsync(readArrowIPC(new Uint8Array(readFileSync(arrowsToArrows))));
       for (const slab of slabs) {
@@ -460,6 +489,41 @@ describe("Arrow IPC input", () => {
     await assert.rejects(quantizeFile(floats, refused[0]), /Arrow input becomes \.arrows output/);
     await assert.rejects(quantizeFile(quantized, refused[1]), /already quantized/);
     assert.deepEqual(readdirSync(dir).filter((f) => refused.some((r) => f.startsWith(basename(r)))), []);
+  });
+
+  test("a .arrows file with batches out of order, or a length past its end, is refused early and leaves nothing", async () => {
+    const input = path(), arrows = path("q.arrows");
+    writeFileSync(
+      input,
+      fileOf([randomTensor("w", "float32", [64, 64], 18), randomTensor("v", "float32", [64, 32], 19)]),
+    );
+    await quantizeFile(input, arrows, { slabBytes: 4096 });
+    const bytes = new Uint8Array(readFileSync(arrows));
+    const batches = messagesOf(bytes).filter((m) => !m.schema);
+    // The first two batches swapped: each still well formed, in the wrong place.
+    const [a, b] = batches;
+    const swapped = bytes.slice();
+    swapped.set(bytes.subarray(b.start, b.end), a.start);
+    swapped.set(bytes.subarray(a.start, a.end), a.start + (b.end - b.start));
+    // A batch whose body is said to be 1 TiB: refused as truncated, with nothing allocated for it.
+    const huge = bytes.slice();
+    new DataView(huge.buffer).setBigInt64(batches[1].start + 8 + 24, 1n << 40n, true);
+    for (const [label, bad, message] of [["swapped", swapped, /out of order/], ["huge", huge, /truncated/]] as const) {
+      const file = path(`${label}.arrows`), output = path("out.safetensors");
+      writeFileSync(file, bad);
+      await assert.rejects(dequantizeFile(file, output), message, label);
+      assert.deepEqual(readdirSync(dir).filter((f) => f.startsWith(basename(output))), [], label);
+    }
+    // An output that cannot be created leaves no file open.
+    const fds = () => (existsSync("/proc/self/fd") ? readdirSync("/proc/self/fd").length : 0);
+    const floats = path("f.arrows");
+    await dequantizeFile(arrows, floats);
+    const before = fds();
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(dequantizeFile(arrows, join(dir, "missing", "x.safetensors")), { code: "ENOENT" });
+      await assert.rejects(quantizeFile(floats, join(dir, "missing", "x.arrows")), { code: "ENOENT" });
+    }
+    assert.equal(fds(), before);
   });
 
   test("dequantizing to .arrows refuses a checkpoint with non-float tensors before writing anything", async () => {

@@ -129,7 +129,9 @@ const EXPECTED_SMALL_BUDGET = [
   { kind: "raw", name: "ids", dtype: "I64", shape: [5], offset: 24, bytes: bytesOf(i64).slice(24) },
   // F16 rows are 6 bytes -> 4 rows (all) per slab.
   { kind: "slab", tensor: { name: "h.0.mlp.weight", dtype: "float16", shape: [4, 3] }, offset: 0, data: f16.slice() },
-  // BF16 rows are 12 bytes -> 2 rows per slab; "empty" yields nothing.
+  // A tensor of no elements yields one empty slab, so that it reaches every output.
+  { kind: "slab", tensor: { name: "empty", dtype: "float32", shape: [0, 3] }, offset: 0, data: new Float32Array(0) },
+  // BF16 rows are 12 bytes -> 2 rows per slab.
   { kind: "slab", tensor: { name: "conv", dtype: "bfloat16", shape: [2, 2, 3] }, offset: 0, data: bf16.slice() },
   { kind: "raw", name: "mask", dtype: "BOOL", shape: [3], offset: 0, bytes: new Uint8Array([1, 0, 1]) },
 ];

@@ -338,19 +338,18 @@ export function createApp(options: CreateAppOptions = {}): QuantflowApp {
     "/v1/dequantize",
     handle(async (request, clientGone) => {
       expectNoQuery(new URL(request.url).searchParams);
-      const arrowInput = contentType(request, [SAFETENSORS_MEDIA_TYPE, ARROW_STREAM_MEDIA_TYPE]) ===
-        ARROW_STREAM_MEDIA_TYPE;
+      contentType(request, [SAFETENSORS_MEDIA_TYPE, ARROW_STREAM_MEDIA_TYPE]);
       accepted(request, [SAFETENSORS_MEDIA_TYPE], SAFETENSORS_MEDIA_TYPE);
       declaredLength(request);
       return await admitted(async (release) => {
         // dequantizeFile reads scales (or an Arrow file's metadata) before data, so it needs a file: spool the
-        // (limited) body. It tells the formats apart by their first bytes.
+        // (limited) body. It tells the formats apart by their first bytes, whatever the content type says, so the
+        // header limit applies to every body (an Arrow stream's first bytes are no safetensors header it would stop).
         const dir = await makeTempDir(tmpDir);
         try {
           const input = join(dir.path, "in");
           const output = join(dir.path, "out.safetensors");
-          const body = limitedBody(request);
-          await writeStreamToFile(arrowInput ? body : body.pipeThrough(new HeaderLimitStream(maxHeaderBytes)), input);
+          await writeStreamToFile(limitedBody(request).pipeThrough(new HeaderLimitStream(maxHeaderBytes)), input);
           const count = await dequantizeFile(input, output, { slabBytes });
           await rm(input, { force: true });
           const over = () => {
