@@ -224,6 +224,7 @@ export async function quantizeFile(
           `(a safetensors file starts with a header listing every tensor, which a slab stream gives only as it goes)`,
       );
     }
+    if (workers > 0) options.onWarning?.("workers do not apply to an Arrow input: it is quantized in this thread");
     // Loaded on demand, as the Arrow encoder is: apache-arrow (the decoder's) need not load for a safetensors input.
     const { quantizeArrowFile } = await import("./quantize_arrow.ts");
     return await quantizeArrowFile(inputPath, outputPath, options);

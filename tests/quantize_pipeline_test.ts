@@ -475,10 +475,14 @@ describe("Arrow IPC input", () => {
       const fromSt = quantized = path("q.arrows"), fromArrows = path("q.arrows");
       const expected = await quantizeFile(input, fromSt, { config, slabBytes: 1000 });
       const progress: number[] = [];
+      const warnings: string[] = [];
       const got = await quantizeFile(floats, fromArrows, {
         config,
+        workers: 1,
+        onWarning: (message) => warnings.push(message),
         onProgress: (done, total) => progress.push(done / total),
       });
+      assert.deepEqual(warnings, ["workers do not apply to an Arrow input: it is quantized in this thread"]);
       assert.deepEqual(readFileSync(fromArrows), readFileSync(fromSt), JSON.stringify(config));
       assert.deepEqual(got.tensors, expected.tensors);
       assert.equal(progress.at(-1), 1);
