@@ -47,27 +47,25 @@ function floatsAsRaw<T>(): TransformStream<Slab | T, RawChunk | T> {
 export async function dequantizeArrowFile(inputPath: string, outputPath: string): Promise<number> {
   // The safetensors header comes first, so the tensors are read through once before.
   const tensors = await arrowFileTensors(inputPath);
-  // Created before the reading starts: a path that cannot be written fails here, with no file left open.
+  const arrows = outputPath.endsWith(".arrows");
+  const specs: OutputTensorSpec[] = tensors.map(({ tensor }) => {
+    const dtype = "sourceDType" in tensor ? tensor.sourceDType : tensor.dtype;
+    return {
+      name: tensor.name,
+      dtype: safetensorsCodeOf(dtype),
+      shape: tensor.shape,
+      byteLength: elementCount(tensor.shape) * (dtype === "float32" ? 4 : 2),
+    };
+  });
+  // Created last before the reading starts: a path that cannot be written fails here, with no file left open.
   const sink = writeFileAtomically(outputPath);
   // The file writer is done with each chunk when its write returns: buffers can be reused.
   const dequantized = readArrowFile(inputPath)
     .pipeThrough(floatsAsRaw<QuantizedSlab>())
     .pipeThrough(new DequantizeStream({ reuseBuffers: true }));
-  if (outputPath.endsWith(".arrows")) {
-    await dequantized.pipeThrough(new ArrowIpcEncodeStream()).pipeTo(sink);
-  } else {
-    const specs: OutputTensorSpec[] = tensors.map(({ tensor }) => {
-      const dtype = "sourceDType" in tensor ? tensor.sourceDType : tensor.dtype;
-      return {
-        name: tensor.name,
-        dtype: safetensorsCodeOf(dtype),
-        shape: tensor.shape,
-        byteLength: elementCount(tensor.shape) * (dtype === "float32" ? 4 : 2),
-      };
-    });
-    await dequantized.pipeThrough(floatsAsRaw<RawChunk>())
-      .pipeThrough(new SafetensorsEncodeStream(specs, {}))
-      .pipeTo(sink);
-  }
+  await (arrows
+    ? dequantized.pipeThrough(new ArrowIpcEncodeStream())
+    : dequantized.pipeThrough(floatsAsRaw<RawChunk>()).pipeThrough(new SafetensorsEncodeStream(specs, {})))
+    .pipeTo(sink);
   return tensors.filter((t) => t.kind === "quantized").length;
 }

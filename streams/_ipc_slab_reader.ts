@@ -152,11 +152,6 @@ export class ByteQueue implements MessageBytes {
     return skipped;
   }
 
-  /** Gives up the input. */
-  cancel(reason: unknown): Promise<void> {
-    return this.#reader.cancel(reason);
-  }
-
   #consumeHead(n: number): void {
     const head = this.#chunks[0];
     if (n === head.byteLength) this.#chunks.shift();

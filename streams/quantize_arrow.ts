@@ -95,13 +95,14 @@ export async function quantizeArrowFile(
     total += floatByteLength(tensor.dtype, tensor.shape);
   }
   let done = 0;
-  // Created before the reading starts: a path that cannot be written fails here, with no file left open.
-  const sink = writeFileAtomically(outputPath);
   const quantizer = new QuantizeStream(resolveConfig(options.config), {
     onTensor: options.onTensor,
     // The file writer is done with each chunk when its write returns, as the reader's reused buffers require.
     reuseBuffers: true,
   });
+  // Created last before the reading starts: a path that cannot be written fails here, with no file left open, and
+  // nothing that can still fail leaves the temporary file behind.
+  const sink = writeFileAtomically(outputPath);
   await readArrowFile(inputPath)
     .pipeThrough(floatSlabsOnly())
     .pipeThrough(
