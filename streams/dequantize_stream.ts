@@ -42,10 +42,11 @@ function startTensor(info: QuantizedTensorInfo): Gathered {
   };
 }
 
-/** Adds the scales a slab carries to its tensor's, which must be the next ones. */
+/** Adds the scales a slab carries to its tensor's, which must be the next ones (or known already). */
 function gather(tensor: Gathered, slab: QuantizedSlab): void {
   const count = slab.scale.length;
-  if (count === 0) return;
+  // Scales known already: a slab of whole rows that carries its own again, after a first slab that carried all.
+  if (count === 0 || slab.scaleOffset + count <= tensor.known) return;
   const { info, scale, zeroPoint } = tensor;
   if (slab.scaleOffset !== tensor.known || tensor.known + count > scale.length) {
     throw new FormatError(
@@ -154,12 +155,16 @@ export class DequantizeStream extends TransformStream<QuantizedSlab | RawChunk, 
               `Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its tensor's first slab`,
             );
           }
-          if (slab.data.length > 0 && tracked.layout.blockOf(slab.offset + slab.data.length - 1) >= tracked.known) {
+          // Where blocks are runs of consecutive elements, the slab's last element has its highest block; elsewhere
+          // (channels on a later axis) a slab may touch any block, so all must be known.
+          const { layout } = tracked;
+          const needed = layout.contiguous ? layout.blockOf(slab.offset + slab.data.length - 1) + 1 : layout.blockCount;
+          if (slab.data.length > 0 && needed > tracked.known) {
             throw new FormatError(
               `Quantized tensor "${info.name}": slab at element ${slab.offset} arrived without its scales`,
             );
           }
-          const { layout, scale, zeroPoint } = tracked;
+          const { scale, zeroPoint } = tracked;
           data = dequantizeValues(slab.data, slab.offset, layout, scale, zeroPoint, info.sourceDType, values, bits);
         }
         controller.enqueue({

@@ -10,7 +10,7 @@ import {
   QuantizeStream,
   quantizeTensor,
 } from "@quantflow/quantflow";
-import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab, Tensor } from "@quantflow/quantflow";
+import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab, Tensor } from "@quantflow/quantflow";
 import { encodeFloat16 } from "../src/float16.ts";
 import { rng } from "./_reference.ts";
 import { assemble, slabsOf } from "./_slabs.ts";
@@ -174,6 +174,55 @@ describe("DequantizeStream", () => {
       assert.deepEqual(data, dequantizeTensor(expected).data);
     });
   }
+});
+
+describe("DequantizeStream gathers scales slab by slab", () => {
+  const base = { sourceDType: "float32", dtype: "int8", mode: "linear_symmetric", scaleDType: "float32" } as const;
+  const slab = (tensor: QuantizedTensorInfo, offset: number, n: number, from: number, to: number): QuantizedSlab => ({
+    kind: "quantized",
+    tensor,
+    offset,
+    data: new Int8Array(n).fill(1),
+    scaleOffset: from,
+    scale: Float32Array.from({ length: to - from }, (_, i) => from + i + 1),
+  });
+  const run = (slabs: QuantizedSlab[]) =>
+    Array.fromAsync(ReadableStream.from(slabs).pipeThrough(new DequantizeStream())).then((out) =>
+      (out as Slab[]).flatMap((s) => Array.from(s.data))
+    );
+  const rows: QuantizedTensorInfo = {
+    ...base,
+    name: "rows",
+    granularity: "per_channel",
+    axis: 0,
+    shape: [4, 8],
+    blockSizes: [1, 8],
+    scaleShape: [4, 1],
+  };
+
+  test("split rows: the first slab carries every scale, or each slab those of the rows that begin in it", async () => {
+    const expected = [1, 2, 3, 4].flatMap((s) => Array(8).fill(s));
+    assert.deepEqual(await run([slab(rows, 0, 12, 0, 4), slab(rows, 12, 20, 4, 4)]), expected);
+    assert.deepEqual(await run([slab(rows, 0, 12, 0, 2), slab(rows, 12, 20, 2, 4)]), expected);
+    // Whole rows that carry their own scales again, after a first slab that carried all: accepted.
+    assert.deepEqual(await run([slab(rows, 0, 16, 0, 4), slab(rows, 16, 16, 2, 4)]), expected);
+  });
+
+  test("a slab whose scales are missing or out of order is a FormatError, whatever the layout", async () => {
+    // Channels on the last axis: any slab touches every block, so the first must carry all 8.
+    const columns: QuantizedTensorInfo = {
+      ...base,
+      name: "columns",
+      granularity: "per_channel",
+      axis: 1,
+      shape: [4, 8],
+      blockSizes: [4, 1],
+      scaleShape: [1, 8],
+    };
+    await assert.rejects(run([slab(columns, 0, 10, 0, 4), slab(columns, 10, 22, 4, 8)]), /without its scales/);
+    await assert.rejects(run([slab(rows, 0, 8, 0, 1), slab(rows, 8, 8, 2, 3)]), /where scale 1 of 4 comes next/);
+    await assert.rejects(run([slab(rows, 0, 8, 0, 1), slab(rows, 8, 8, 1, 1)]), /without its scales/);
+  });
 });
 
 describe("ChannelStatsStream", () => {
