@@ -9,9 +9,12 @@
 import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
 import { FormatError } from "../src/errors.ts";
+import { bitsOf, storesZeroPoint } from "../src/ranges.ts";
 import { elementCount } from "../src/report.ts";
+import { safetensorsCodeOf } from "../src/safetensors_header.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, Slab, TensorInfo } from "../src/types.ts";
 import { IpcSlabReader, type MessageBytes } from "./_ipc_slab_reader.ts";
+import type { CheckpointSummary, TensorSummary } from "./inspect.ts";
 
 /** No message is refused for its declared size alone: `FileBytes` reads (and allocates) no further than the file. */
 const MAX_MESSAGE_BYTES = Number.MAX_SAFE_INTEGER;
@@ -121,35 +124,72 @@ export type ArrowTensor =
  *   truncated, does not hold every element of a tensor, or names a tensor twice.
  */
 export function arrowFileTensors(path: string): Promise<ArrowTensor[]> {
-  return withReader(path, async (reader) => {
-    const tensors: ArrowTensor[] = [];
-    const seen = new Set<string>();
-    let elements = 0;
-    const complete = () => {
-      const last = tensors.at(-1);
-      if (last && elements !== elementCount(last.tensor.shape)) {
-        throw new FormatError(
-          `Arrow file "${path}": tensor "${last.tensor.name}" has ${elements} of its ${
-            elementCount(last.tensor.shape)
-          } elements`,
-        );
-      }
-    };
-    for (let batch = await reader.nextRows(); batch; batch = await reader.nextRows()) {
-      const { layout, rows } = batch;
-      const tensor = layout.kind === "slab" ? layout.tensor : layout.info;
-      if (tensors.at(-1)?.tensor.name !== tensor.name) {
-        complete();
-        if (seen.has(tensor.name)) throw new FormatError(`Arrow file "${path}": tensor "${tensor.name}" appears twice`);
-        seen.add(tensor.name);
-        tensors.push(
-          layout.kind === "slab" ? { kind: "slab", tensor: layout.tensor } : { kind: "quantized", tensor: layout.info },
-        );
-        elements = 0;
-      }
-      elements += rows * layout.listSize;
+  return withReader(path, (reader) => arrowTensors(reader, `Arrow file "${path}"`));
+}
+
+/**
+ * The tensors of Arrow IPC streams, as {@linkcode arrowFileTensors} lists them, from any reader of their messages.
+ *
+ * @param reader The messages.
+ * @param where What the input is, for error messages.
+ * @returns The tensors.
+ */
+export async function arrowTensors(reader: IpcSlabReader, where: string): Promise<ArrowTensor[]> {
+  const tensors: ArrowTensor[] = [];
+  const seen = new Set<string>();
+  let elements = 0;
+  const complete = () => {
+    const last = tensors.at(-1);
+    if (last && elements !== elementCount(last.tensor.shape)) {
+      throw new FormatError(
+        `${where}: tensor "${last.tensor.name}" has ${elements} of its ${elementCount(last.tensor.shape)} elements`,
+      );
     }
-    complete();
-    return tensors;
+  };
+  for (let batch = await reader.nextRows(); batch; batch = await reader.nextRows()) {
+    const { layout, rows } = batch;
+    const tensor = layout.kind === "slab" ? layout.tensor : layout.info;
+    if (tensors.at(-1)?.tensor.name !== tensor.name) {
+      complete();
+      if (seen.has(tensor.name)) throw new FormatError(`${where}: tensor "${tensor.name}" appears twice`);
+      seen.add(tensor.name);
+      tensors.push(
+        layout.kind === "slab" ? { kind: "slab", tensor: layout.tensor } : { kind: "quantized", tensor: layout.info },
+      );
+      elements = 0;
+    }
+    elements += rows * layout.listSize;
+  }
+  complete();
+  return tensors;
+}
+
+/** dtype codes of quantized values, after safetensors' (which has no 4-bit types). */
+const QUANT_CODES = { int8: "I8", uint8: "U8", int4: "I4", uint4: "U4" } as const;
+
+/**
+ * The summary of Arrow tensors (one IPC stream per tensor), in file order: `inspect`'s for a `.arrows` input.
+ *
+ * @param tensors The tensors.
+ * @returns The summary.
+ */
+export function summarizeArrowTensors(tensors: readonly ArrowTensor[]): CheckpointSummary {
+  const summaries = tensors.map(({ kind, tensor }): TensorSummary => {
+    const numel = elementCount(tensor.shape);
+    if (kind === "slab") {
+      const dtype = safetensorsCodeOf(tensor.dtype);
+      return { name: tensor.name, dtype, shape: tensor.shape, bytes: numel * (dtype === "F32" ? 4 : 2) };
+    }
+    const { name, ...record } = tensor;
+    const blocks = elementCount(tensor.scaleShape);
+    const bytes = (bitsOf(tensor.dtype) === 4 ? Math.ceil(numel / 2) : numel) +
+      blocks * (tensor.scaleDType === "float32" ? 4 : 2) + (storesZeroPoint(tensor.dtype, tensor.mode) ? blocks : 0);
+    return { name, dtype: QUANT_CODES[tensor.dtype], shape: tensor.shape, bytes, quantized: record };
   });
+  return {
+    format: "arrows",
+    tensors: summaries,
+    metadata: {},
+    dataBytes: summaries.reduce((sum, t) => sum + t.bytes, 0),
+  };
 }

@@ -7,10 +7,7 @@
  */
 import { openFileSource } from "../src/byte_source.ts";
 import { isArrowIPC } from "../src/_file_kind.ts";
-import { bitsOf, storesZeroPoint } from "../src/ranges.ts";
-import { elementCount } from "../src/report.ts";
-import { safetensorsCodeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
-import type { ArrowTensor } from "./_arrow_file.ts";
+import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import { quantizationRecords, readHeader } from "./dequantize_pipeline.ts";
 import type { QuantizedTensorRecord } from "./quantize_pipeline.ts";
 
@@ -63,9 +60,6 @@ export function summarizeCheckpoint(header: SafetensorsHeader): CheckpointSummar
   };
 }
 
-/** dtype codes of quantized values, after safetensors' (which has no 4-bit types). */
-const QUANT_CODES = { int8: "I8", uint8: "U8", int4: "I4", uint4: "U4" } as const;
-
 /**
  * Summarizes a checkpoint file: a `.safetensors` file from its header, a
  * `.arrows` file (told apart by its first bytes) from its messages' metadata,
@@ -83,30 +77,8 @@ export async function inspectFile(path: string): Promise<CheckpointSummary> {
     source.close();
   }
   // Loaded on demand: the Arrow reader brings apache-arrow, which a safetensors file does not need.
-  const { arrowFileTensors } = await import("./_arrow_file.ts");
+  const { arrowFileTensors, summarizeArrowTensors } = await import("./_arrow_file.ts");
   return summarizeArrowTensors(await arrowFileTensors(path));
-}
-
-/** The summary of a `.arrows` file's tensors (one Arrow IPC stream per tensor), in file order. */
-function summarizeArrowTensors(tensors: readonly ArrowTensor[]): CheckpointSummary {
-  const summaries = tensors.map(({ kind, tensor }): TensorSummary => {
-    const numel = elementCount(tensor.shape);
-    if (kind === "slab") {
-      const dtype = safetensorsCodeOf(tensor.dtype);
-      return { name: tensor.name, dtype, shape: tensor.shape, bytes: numel * (dtype === "F32" ? 4 : 2) };
-    }
-    const { name, ...record } = tensor;
-    const blocks = elementCount(tensor.scaleShape);
-    const bytes = (bitsOf(tensor.dtype) === 4 ? Math.ceil(numel / 2) : numel) +
-      blocks * (tensor.scaleDType === "float32" ? 4 : 2) + (storesZeroPoint(tensor.dtype, tensor.mode) ? blocks : 0);
-    return { name, dtype: QUANT_CODES[tensor.dtype], shape: tensor.shape, bytes, quantized: record };
-  });
-  return {
-    format: "arrows",
-    tensors: summaries,
-    metadata: {},
-    dataBytes: summaries.reduce((sum, t) => sum + t.bytes, 0),
-  };
 }
 
 /**

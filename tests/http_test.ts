@@ -436,7 +436,7 @@ describe("createApp", () => {
     }
   });
 
-  it("dequantizes the Arrow IPC output of /v1/quantize into the safetensors /v1/dequantize gives for its twin", async () => {
+  it("dequantizes and inspects the Arrow IPC output of /v1/quantize as it does its safetensors twin", async () => {
     const { app } = testApp();
     const model = smallModel();
     const arrows = new Uint8Array(await (await post(app, "/v1/quantize", model, { accept: ARROW })).arrayBuffer());
@@ -462,6 +462,17 @@ describe("createApp", () => {
     );
     assert.equal(err.status, 422);
     assert.match(err.message, /truncated/);
+    // inspect: the Arrow summary, with the records the safetensors twin's header holds.
+    const summary = await (await post(app, "/v1/inspect", chunked(arrows, 500), { type: ARROW })).json();
+    assert.equal(summary.format, "arrows");
+    const header = await (await post(app, "/v1/inspect", st)).json();
+    const quantized = summary.tensors.filter((t: { quantized?: unknown }) => t.quantized);
+    assert.deepEqual(
+      Object.fromEntries(quantized.map((t: { name: string; quantized: unknown }) => [t.name, t.quantized])),
+      header.quantized,
+    );
+    const cut = await errorOf(await post(app, "/v1/inspect", arrows.subarray(0, arrows.length - 100), { type: ARROW }));
+    assert.equal(cut.status, 422);
   });
 
   it("calibrates Arrow activation samples into activation parameters", async () => {

@@ -24,6 +24,8 @@ import type { CalibrationStats } from "../calibration_stats.ts";
 import type { ModelReport } from "../report.ts";
 import { CalibrateStream } from "../../streams/calibrate_stream.ts";
 import { readActivationSamples } from "../../streams/activation_sample_source.ts";
+import { arrowTensors, summarizeArrowTensors } from "../../streams/_arrow_file.ts";
+import { ByteQueue, IpcSlabReader } from "../../streams/_ipc_slab_reader.ts";
 import { dequantizeFile, quantizationRecords } from "../../streams/dequantize_pipeline.ts";
 import { quantizeArrowIPC } from "../../streams/quantize_arrow.ts";
 import { type OutputFormat, quantizeSafetensors } from "../../streams/quantize_pipeline.ts";
@@ -141,6 +143,7 @@ export interface QuantflowApp {
  * - `POST /v1/calibrate?mode=&dtype=&observer=&percentile=&averaging-constant=&histogram-bits=&skip-non-finite`:
  *   Arrow IPC activation samples in, activation parameters (JSON) out.
  * - `POST /v1/inspect`: a checkpoint (or just its first bytes) in, its header as JSON out; the rest of the body is not read.
+ *   Arrow IPC streams in (Arrow content type): `inspect`'s summary of them out, every message read.
  * - `GET /healthz`: `{ status: "ok", active, maxConcurrent }`.
  *
  * Run it with `Deno.serve(app.fetch)`, `Bun.serve({ fetch: app.fetch,
@@ -411,10 +414,17 @@ export function createApp(options: CreateAppOptions = {}): QuantflowApp {
     "/v1/inspect",
     handle(async (request) => {
       expectNoQuery(new URL(request.url).searchParams);
-      contentType(request, [SAFETENSORS_MEDIA_TYPE]);
+      const arrowInput = contentType(request, [SAFETENSORS_MEDIA_TYPE, ARROW_STREAM_MEDIA_TYPE]) ===
+        ARROW_STREAM_MEDIA_TYPE;
       declaredLength(request);
       return await admitted(async (release) => {
         try {
+          if (arrowInput) {
+            // The messages' metadata, their bodies read past and dropped: the same summary as `inspect FILE.arrows`.
+            const reader = new IpcSlabReader(new ByteQueue(limitedBody(request).getReader()), maxMessageBytes);
+            const summary = summarizeArrowTensors(await arrowTensors(reader, "Arrow input"));
+            return Response.json(summary, { headers: { "cache-control": "no-store" } });
+          }
           const { header, chunks } = await readSafetensors(
             limitedBody(request).pipeThrough(new HeaderLimitStream(maxHeaderBytes)),
             { slabBytes },
