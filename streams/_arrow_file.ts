@@ -66,16 +66,6 @@ class FileBytes implements MessageBytes {
   }
 }
 
-/** Runs `work` on a reader of the file, closing the file after it. */
-async function withReader<T>(path: string, work: (reader: IpcSlabReader) => Promise<T>): Promise<T> {
-  const source = openFileSource(path);
-  try {
-    return await work(new IpcSlabReader(new FileBytes(source), MAX_MESSAGE_BYTES));
-  } finally {
-    source.close();
-  }
-}
-
 /**
  * The slabs of a `.arrows` file, one per record batch, read as they are
  * pulled. Their values are views of reused buffers: a consumer must be done
@@ -123,8 +113,13 @@ export type ArrowTensor =
  * @throws {FormatError} When the file is not quantflow's Arrow layout, is
  *   truncated, does not hold every element of a tensor, or names a tensor twice.
  */
-export function arrowFileTensors(path: string): Promise<ArrowTensor[]> {
-  return withReader(path, (reader) => arrowTensors(reader, `Arrow file "${path}"`));
+export async function arrowFileTensors(path: string): Promise<ArrowTensor[]> {
+  const source = openFileSource(path);
+  try {
+    return await arrowTensors(new IpcSlabReader(new FileBytes(source), MAX_MESSAGE_BYTES), `Arrow file "${path}"`);
+  } finally {
+    source.close();
+  }
 }
 
 /**

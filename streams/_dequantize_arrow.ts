@@ -47,7 +47,6 @@ function floatsAsRaw<T>(): TransformStream<Slab | T, RawChunk | T> {
 export async function dequantizeArrowFile(inputPath: string, outputPath: string): Promise<number> {
   // The safetensors header comes first, so the tensors are read through once before.
   const tensors = await arrowFileTensors(inputPath);
-  const arrows = outputPath.endsWith(".arrows");
   const specs: OutputTensorSpec[] = tensors.map(({ tensor }) => {
     const dtype = "sourceDType" in tensor ? tensor.sourceDType : tensor.dtype;
     return {
@@ -63,7 +62,7 @@ export async function dequantizeArrowFile(inputPath: string, outputPath: string)
   const dequantized = readArrowFile(inputPath)
     .pipeThrough(floatsAsRaw<QuantizedSlab>())
     .pipeThrough(new DequantizeStream({ reuseBuffers: true }));
-  await (arrows
+  await (outputPath.endsWith(".arrows")
     ? dequantized.pipeThrough(new ArrowIpcEncodeStream())
     : dequantized.pipeThrough(floatsAsRaw<RawChunk>()).pipeThrough(new SafetensorsEncodeStream(specs, {})))
     .pipeTo(sink);

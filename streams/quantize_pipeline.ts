@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { type ByteSource, openFileSource } from "../src/byte_source.ts";
-import { isArrowIPC } from "../src/_file_kind.ts";
+import type { ByteSource } from "../src/byte_source.ts";
+import { isArrowFile } from "../src/_file_kind.ts";
 import { configOf, type QuantizeConfig } from "../src/config.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
@@ -179,19 +179,6 @@ export async function quantizeSafetensors(
       return { ...report, tensors };
     },
   };
-}
-
-/** Whether a file holds Arrow IPC streams (a missing or unreadable file is left for the job to report). */
-function isArrowFile(path: string): boolean {
-  let source: ByteSource | undefined;
-  try {
-    source = openFileSource(path);
-    return isArrowIPC(source);
-  } catch {
-    return false;
-  } finally {
-    source?.close();
-  }
 }
 
 /**
