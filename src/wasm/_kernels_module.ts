@@ -34,6 +34,18 @@ export interface KernelExports {
     hi: number,
     f16: number,
   ): number;
+  quantize_contig_err(
+    inp: number,
+    out: number,
+    n: number,
+    first: number,
+    run: number,
+    sp: number,
+    bp: number,
+    lo: number,
+    hi: number,
+    acc: number,
+  ): number;
   quantize_rows(
     inp: number,
     out: number,

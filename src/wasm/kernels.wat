@@ -322,6 +322,204 @@
         (br $runs)))
     (local.get $bad))
 
+  ;; As quantize_contig in float32 arithmetic, adding the report's error sums
+  ;; to the three float64 at $acc (as error_contig) while each value and its
+  ;; quantized integer are still in registers. error_contig's float64
+  ;; arithmetic on every element costs twice the quantizing (conversions and
+  ;; additions saturate the float pipes); here the error is computed in
+  ;; float32, exactly, for a fifth less time:
+  ;;   e = (x - sh*k) - sl*k    k = q - zp, |k| <= 255 (8 bits)
+  ;; with s = sh + sl split into two halves of 12 significant bits, so both
+  ;; products are exact; when |e| < 0.75 s both subtractions are exact too
+  ;; (the first by the spacing of x and sh*k, the second because e then fits
+  ;; in 24 bits at the spacing of x and s), so max |e| is exact. The squares
+  ;; are summed in float32 over 16 elements (4 per lane), then in float64:
+  ;; relative error under 1e-6. Returns 1, the sums then unreliable, when a
+  ;; run may have broken those conditions (some |e| >= 0.625 s: a clip far
+  ;; beyond the range; the margin covers a rounded e; or a scale outside
+  ;; [2^-40, 2^40], where float32 squares could over- or underflow); the
+  ;; caller then redoes the sums with error_contig.
+  (func (export "quantize_contig_err") (param $in i32) (param $out i32) (param $n i32) (param $first i32)
+                                       (param $run i32) (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32)
+                                       (param $acc i32) (result i32)
+    (local $len i32) (local $left i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
+    (local $si v128) (local $b v128) (local $nz v128) (local $sh v128) (local $sl v128)
+    (local $vlo v128) (local $vhi v128) (local $L v128) (local $M v128)
+    (local $x v128) (local $q v128) (local $k v128) (local $e v128) (local $te v128) (local $tw v128)
+    (local $sig v128) (local $err v128) (local $mxr v128) (local $mx v128)
+    (local $xs f32) (local $v f32) (local $qs i32) (local $ss f64) (local $zs i32) (local $w f64) (local $ed f64)
+    (local $sig1 f64) (local $err1 f64) (local $mx1 f64)
+    (local.set $vlo (i32x4.splat (local.get $lo)))
+    (local.set $vhi (i32x4.splat (local.get $hi)))
+    (local.set $L (f32x4.splat (f32.const -4194304)))
+    (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $len (local.get $first))
+    (block $done
+      (loop $runs
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (if (i32.gt_u (local.get $len) (local.get $n)) (then (local.set $len (local.get $n))))
+        (local.set $sf (f32.load (local.get $sp)))
+        (local.set $si (f32x4.splat (local.get $sf)))
+        (local.set $b (v128.load32_splat (local.get $bp)))
+        ;; zp = 0x4B400000 - bias; q - zp = q + (bias - 0x4B400000)
+        (local.set $zs (i32.sub (i32.const 0x4B400000) (i32.load (local.get $bp))))
+        (local.set $nz (i32x4.splat (i32.sub (i32.const 0) (local.get $zs))))
+        (local.set $shf (f32.reinterpret_i32 (i32.and (i32.reinterpret_f32 (local.get $sf)) (i32.const 0xFFFFF000))))
+        (local.set $sh (f32x4.splat (local.get $shf)))
+        (local.set $sl (f32x4.splat (f32.sub (local.get $sf) (local.get $shf))))
+        (local.set $ss (f64.promote_f32 (local.get $sf)))
+        (if (i32.eqz (i32.and (f32.ge (local.get $sf) (f32.const 0x1p-40)) (f32.le (local.get $sf) (f32.const 0x1p40))))
+          (then (local.set $bad (i32.const 1))))
+        (local.set $mxr (v128.const i32x4 0 0 0 0))
+        (local.set $left (local.get $len))
+        (block $vdone
+          (loop $vec
+            (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
+            (local.set $q
+              (v128.and
+                (i32x4.min_s
+                  (i32x4.max_s
+                    (i32x4.sub
+                      (f32x4.add
+                        (f32x4.pmax
+                          (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (local.get $si))
+                          (local.get $L))
+                        (local.get $M))
+                      (local.get $b))
+                    (local.get $vlo))
+                  (local.get $vhi))
+                (f32x4.eq (local.get $x) (local.get $x))))
+            ;; The low byte of each lane is the stored byte, signed or not.
+            (v128.store32_lane offset=0 0 (local.get $out)
+              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
+            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.mul (local.get $e) (local.get $e)))
+            (local.set $tw (f32x4.mul (local.get $x) (local.get $x)))
+            (local.set $q
+              (v128.and
+                (i32x4.min_s
+                  (i32x4.max_s
+                    (i32x4.sub
+                      (f32x4.add
+                        (f32x4.pmax
+                          (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (local.get $si))
+                          (local.get $L))
+                        (local.get $M))
+                      (local.get $b))
+                    (local.get $vlo))
+                  (local.get $vhi))
+                (f32x4.eq (local.get $x) (local.get $x))))
+            ;; The low byte of each lane is the stored byte, signed or not.
+            (v128.store32_lane offset=4 0 (local.get $out)
+              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
+            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (local.set $q
+              (v128.and
+                (i32x4.min_s
+                  (i32x4.max_s
+                    (i32x4.sub
+                      (f32x4.add
+                        (f32x4.pmax
+                          (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (local.get $si))
+                          (local.get $L))
+                        (local.get $M))
+                      (local.get $b))
+                    (local.get $vlo))
+                  (local.get $vhi))
+                (f32x4.eq (local.get $x) (local.get $x))))
+            ;; The low byte of each lane is the stored byte, signed or not.
+            (v128.store32_lane offset=8 0 (local.get $out)
+              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
+            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (local.set $q
+              (v128.and
+                (i32x4.min_s
+                  (i32x4.max_s
+                    (i32x4.sub
+                      (f32x4.add
+                        (f32x4.pmax
+                          (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (local.get $si))
+                          (local.get $L))
+                        (local.get $M))
+                      (local.get $b))
+                    (local.get $vlo))
+                  (local.get $vhi))
+                (f32x4.eq (local.get $x) (local.get $x))))
+            ;; The low byte of each lane is the stored byte, signed or not.
+            (v128.store32_lane offset=12 0 (local.get $out)
+              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
+            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (local.set $err (f64x2.add (local.get $err)
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $te))
+                         (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $te) (local.get $te))))))
+            (local.set $sig (f64x2.add (local.get $sig)
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $tw))
+                         (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $tw) (local.get $tw))))))
+            (local.set $in (i32.add (local.get $in) (i32.const 64)))
+            (local.set $out (i32.add (local.get $out) (i32.const 16)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 16)))
+            (br $vec)))
+        ;; The proof above needs every |e| under 0.75 s; 0.625 leaves room for a rounded e.
+        (local.set $m (f32.max
+          (f32.max (f32x4.extract_lane 0 (local.get $mxr)) (f32x4.extract_lane 1 (local.get $mxr)))
+          (f32.max (f32x4.extract_lane 2 (local.get $mxr)) (f32x4.extract_lane 3 (local.get $mxr)))))
+        (if (f32.ge (local.get $m) (f32.mul (f32.const 0.625) (local.get $sf))) (then (local.set $bad (i32.const 1))))
+        (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mxr)))
+        ;; The run's last elements, one at a time, in float64 as error_contig computes them.
+        (block $tdone
+          (loop $tail
+            (br_if $tdone (i32.eqz (local.get $left)))
+            (local.set $xs (f32.load (local.get $in)))
+            (local.set $v (f32.div (local.get $xs) (local.get $sf)))
+            (local.set $v (select (f32.const -4194304) (local.get $v) (f32.lt (local.get $v) (f32.const -4194304))))
+            (local.set $qs (i32.sub (i32.reinterpret_f32 (f32.add (local.get $v) (f32.const 12582912))) (i32.load (local.get $bp))))
+            (local.set $qs (select (local.get $lo) (local.get $qs) (i32.lt_s (local.get $qs) (local.get $lo))))
+            (local.set $qs (select (local.get $hi) (local.get $qs) (i32.gt_s (local.get $qs) (local.get $hi))))
+            (local.set $qs (select (local.get $qs) (i32.const 0) (f32.eq (local.get $xs) (local.get $xs))))
+            (i32.store8 (local.get $out) (local.get $qs))
+            (local.set $w (f64.promote_f32 (local.get $xs)))
+            (local.set $ed (f64.sub (local.get $w) (f64.mul (local.get $ss) (f64.convert_i32_s
+              (i32.sub (local.get $qs) (local.get $zs))))))
+            (local.set $sig1 (f64.add (local.get $sig1) (f64.mul (local.get $w) (local.get $w))))
+            (local.set $err1 (f64.add (local.get $err1) (f64.mul (local.get $ed) (local.get $ed))))
+            (local.set $mx1 (f64.max (local.get $mx1) (f64.abs (local.get $ed))))
+            (local.set $in (i32.add (local.get $in) (i32.const 4)))
+            (local.set $out (i32.add (local.get $out) (i32.const 1)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+            (br $tail)))
+        (local.set $n (i32.sub (local.get $n) (local.get $len)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+        (local.set $len (local.get $run))
+        (br $runs)))
+    (f64.store (local.get $acc) (f64.add (f64.load (local.get $acc))
+      (f64.add (local.get $sig1) (f64.add (f64x2.extract_lane 0 (local.get $sig)) (f64x2.extract_lane 1 (local.get $sig))))))
+    (f64.store offset=8 (local.get $acc) (f64.add (f64.load offset=8 (local.get $acc))
+      (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
+    (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
+      (f64.max (local.get $mx1) (f64.promote_f32 (f32.max
+        (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
+        (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx))))))))
+    (local.get $bad))
+
   ;; Rows of $rowLen elements whose columns fall in blocks of $cb; the row
   ;; base block indices (one i32 per row touched) at $rb; the first row
   ;; starts at column $col. Scales and biases of block 0 at $sp and $bp.
