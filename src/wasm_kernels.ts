@@ -431,7 +431,8 @@ export class WasmKernels {
     // Error sums ride along where the values are in wasm memory anyway (contiguous layouts only).
     const sums = errorSums !== undefined && layout.contiguous;
     if (sums) this.#arena.f64.set(errorSums, SUMS >> 3);
-    const flip = out instanceof Int8Array ? 128 : 0;
+    // How the error sums read a stored byte: as the range says, whatever the array type.
+    const flip = qmin < 0 ? 128 : 0;
     let bad = 0;
     for (let i = 0; i < n; i += step) {
       const len = Math.min(step, n - i);
@@ -468,13 +469,10 @@ export class WasmKernels {
     qmax: number,
     flip: number,
   ): void {
-    const run = layout.runLength;
-    const block = Math.floor(offset / run);
-    const first = (block + 1) * run - offset;
+    const { first, run, sp, bp } = this.#runsFrom(offset, layout);
     const sums = this.#arena.f64;
     this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-    const sp = this.#scales + 4 * block;
-    const bp = this.#biases + 4 * block;
+    // No float16 check to report: in float32 arithmetic every value quantizes exactly.
     if (this.#x.quantize_contig_err(src, dst, n, first, run, sp, bp, qmin, qmax, SUMS) === 0) return;
     sums.set(this.#sumsBefore, SUMS >> 3);
     this.#errorSums(src, dst, n, offset, layout, flip);
@@ -482,10 +480,15 @@ export class WasmKernels {
 
   /** Adds the error sums of a contiguous chunk, still in wasm memory, to the three float64 at SUMS. */
   #errorSums(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
+    const { first, run, sp, bp } = this.#runsFrom(offset, layout);
+    this.#x.error_contig(src, dst, n, first, run, sp, bp, flip, SUMS);
+  }
+
+  /** For a contiguous layout from element `offset`: the first run's length, the run length, its scale and bias. */
+  #runsFrom(offset: number, layout: BlockLayout): { first: number; run: number; sp: number; bp: number } {
     const run = layout.runLength;
     const block = Math.floor(offset / run);
-    const first = (block + 1) * run - offset;
-    this.#x.error_contig(src, dst, n, first, run, this.#scales + 4 * block, this.#biases + 4 * block, flip, SUMS);
+    return { first: (block + 1) * run - offset, run, sp: this.#scales + 4 * block, bp: this.#biases + 4 * block };
   }
 
   #quantizeSlab(
@@ -499,21 +502,8 @@ export class WasmKernels {
     f16: number,
   ): number {
     if (layout.contiguous) {
-      const run = layout.runLength;
-      const block = Math.floor(offset / run);
-      const first = (block + 1) * run - offset;
-      return this.#x.quantize_contig(
-        src,
-        dst,
-        n,
-        first,
-        run,
-        this.#scales + 4 * block,
-        this.#biases + 4 * block,
-        qmin,
-        qmax,
-        f16,
-      );
+      const { first, run, sp, bp } = this.#runsFrom(offset, layout);
+      return this.#x.quantize_contig(src, dst, n, first, run, sp, bp, qmin, qmax, f16);
     }
     const { rowLength, columnBlock } = layout;
     const row = Math.floor(offset / rowLength);

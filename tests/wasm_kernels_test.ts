@@ -550,6 +550,30 @@ test("error sums where the float32 error arithmetic is not proven exact are floa
   }
 });
 
+test("errors whose float32 squares would underflow are summed in float64", () => {
+  const k = kernels();
+  const grid = Float32Array.from({ length: 1024 }, (_, i) => ((i * 37) % 255) - 127); // on the grid of scale 1
+  const cases = {
+    "one error of 1e-30": grid.map((x, i) => (i === 100 ? 1e-30 : x)),
+    "one error of 2.1e-22 (a subnormal square)": grid.map((x, i) => (i === 100 ? 2.1e-22 : x)),
+    "subnormal values (zero range, scale 1)": grid.map((_, i) => (i % 2 ? 1 : -1) * (1 + (i % 50)) * 2 ** -149),
+  };
+  const layout = new BlockLayout([1, 1024], [0, 0]);
+  for (const [name, values] of Object.entries(cases)) {
+    const params = paramsFor(values, layout, "linear_symmetric", "int8", "float32");
+    const q = reference(values, 0, layout, params, true);
+    const expected = new ErrorStats();
+    const scale = Float64Array.from(params.inverseScale, (inv) => Math.fround(1 / inv));
+    expected.observe(values, 0, layout, q, scale, params.zeroPoint);
+    const sums = new Float64Array(3);
+    const out = new Int8Array(values.length);
+    assert.ok(k.quantize(values, 0, layout, params, out, sums));
+    assert.deepEqual(bytes(out), bytes(q), name);
+    assert.ok(expected.errorEnergy > 0, name);
+    assert.deepEqual([...sums], [expected.signalEnergy, expected.errorEnergy, expected.maxAbsError], name);
+  }
+});
+
 test("the JavaScript kernel adds the same error sums as ErrorStats in its single pass", () => {
   const next = rng(78);
   for (const [shape, sizes] of [[[64, 100], [1, 0]], [[64, 100], [0, 0]], [[32, 96], [1, 8]]] as const) {

@@ -328,17 +328,25 @@
   ;; arithmetic on every element costs twice the quantizing (conversions and
   ;; additions saturate the float pipes); here the error is computed in
   ;; float32, exactly, for a fifth less time:
-  ;;   e = (x - sh*k) - sl*k    k = q - zp, |k| <= 255 (8 bits)
-  ;; with s = sh + sl split into two halves of 12 significant bits, so both
-  ;; products are exact; when |e| < 0.75 s both subtractions are exact too
-  ;; (the first by the spacing of x and sh*k, the second because e then fits
-  ;; in 24 bits at the spacing of x and s), so max |e| is exact. The squares
-  ;; are summed in float32 over 16 elements (4 per lane), then in float64:
-  ;; relative error under 1e-6. Returns 1, the sums then unreliable, when a
-  ;; run may have broken those conditions (some |e| >= 0.625 s: a clip far
-  ;; beyond the range; the margin covers a rounded e; or a scale outside
-  ;; [2^-40, 2^40], where float32 squares could over- or underflow); the
-  ;; caller then redoes the sums with error_contig.
+  ;;   e = (x - sh*k) - sl*k    k = q - zp
+  ;; with s = sh + sl split into two halves of 12 significant bits. |k| <= 255
+  ;; (8 bits; zp in [qmin, qmax], as computeBlockParams clamps it), so both
+  ;; products are exact. When |e| < 0.75 s, both subtractions are exact too:
+  ;; - x in the binade of s or above: x, sh*k and e are multiples of ulp(s),
+  ;;   and |x - sh*k| <= |e| + |sl*k| < 0.75 s + 2^-3 s fits in 24 bits of it;
+  ;; - x in a smaller binade (|x| < s): rounding gives k = 0 (e = x), or
+  ;;   k = +-1 with |x| >= s/2 (clipping never forces k != 0, zp being in
+  ;;   range), so x is in the binade just below s and e = x - s*k fits in 24
+  ;;   bits of ulp(x).
+  ;; So max |e| is exact. The squares are summed in float32 over 16 elements
+  ;; (4 per lane), then in float64: relative error under 1e-6. Returns 1, the
+  ;; sums then unreliable, when a run may have broken those conditions: some
+  ;; |e| >= 0.625 s (a clip far beyond the range; the margin covers a rounded
+  ;; e), a scale outside [2^-40, 2^40] (float32 squares could overflow), or a
+  ;; largest |e| under 2^-40 but not 0 (squares under 2^-126 lose bits: with
+  ;; every |e| that small they could be all there is; otherwise some k != 0
+  ;; makes the sums at least 2^-82 and what is lost negligible). The caller
+  ;; then redoes the sums with error_contig.
   (func (export "quantize_contig_err") (param $in i32) (param $out i32) (param $n i32) (param $first i32)
                                        (param $run i32) (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32)
                                        (param $acc i32) (result i32)
@@ -477,11 +485,14 @@
             (local.set $out (i32.add (local.get $out) (i32.const 16)))
             (local.set $left (i32.sub (local.get $left) (i32.const 16)))
             (br $vec)))
-        ;; The proof above needs every |e| under 0.75 s; 0.625 leaves room for a rounded e.
+        ;; The proof above needs every |e| under 0.75 s (0.625 leaves room for a
+        ;; rounded e), and float32 squares need the largest |e| to be 0 or 2^-40 and more.
         (local.set $m (f32.max
           (f32.max (f32x4.extract_lane 0 (local.get $mxr)) (f32x4.extract_lane 1 (local.get $mxr)))
           (f32.max (f32x4.extract_lane 2 (local.get $mxr)) (f32x4.extract_lane 3 (local.get $mxr)))))
-        (if (f32.ge (local.get $m) (f32.mul (f32.const 0.625) (local.get $sf))) (then (local.set $bad (i32.const 1))))
+        (if (i32.or (f32.ge (local.get $m) (f32.mul (f32.const 0.625) (local.get $sf)))
+                    (i32.and (f32.gt (local.get $m) (f32.const 0)) (f32.lt (local.get $m) (f32.const 0x1p-40))))
+          (then (local.set $bad (i32.const 1))))
         (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mxr)))
         ;; The run's last elements, one at a time, in float64 as error_contig computes them.
         (block $tdone
