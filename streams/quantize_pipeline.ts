@@ -280,7 +280,7 @@ export async function quantizeFile(
   }
   // The file writer is done with each chunk when its write returns: buffers can be reused.
   return await new SlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES).run(async (reuseBuffers) => {
-    const job = await quantizeSafetensors(inputPath, { reuseBuffers, ...options, format });
+    const job = await quantizeSafetensors(inputPath, { ...options, reuseBuffers, format });
     await job.output.pipeTo(writeFileAtomically(outputPath));
     return job.report();
   });
