@@ -62,12 +62,12 @@ export interface QuantizePipelineOptions {
    * output chunk before it reads the next (a two-pass tensor reads its whole
    * first pass through the input ring before its first output), such as a
    * synchronous file writer; {@linkcode quantizeFile} turns it on. With
-   * `true` and an input other than a stream, the buffers are lent by the wasm
-   * kernels' memory, where the kernels work on them in place, until `output`
-   * closes, errors or is cancelled: read or cancel it to the end (a job left
-   * hanging keeps them, and later jobs fall back to JavaScript memory), and
-   * keep no chunk past it (the next job reuses the buffers). A function
-   * instead of `true` says where the buffers' memory comes from.
+   * `true` the buffers are lent by the wasm kernels' memory, where the kernels
+   * work on them in place, until `output` closes, errors or is cancelled: read
+   * or cancel it to the end (a job left hanging keeps them, and later jobs
+   * fall back to JavaScript memory), and keep no chunk past it (the next job
+   * reuses the buffers). A function instead of `true` says where the buffers'
+   * memory comes from.
    * @default {false}
    */
   reuseBuffers?: boolean | Allocate;
@@ -142,11 +142,8 @@ export async function quantizeSafetensors(
 ): Promise<QuantizeJob> {
   const config = resolveConfig(options.config);
   // `true` lends the rings the wasm kernels' memory (kernels work in place, pages stay warm from job to job)
-  // until the output ends; JavaScript memory when it cannot be lent. Not for a stream input: it is read
-  // asynchronously, and a read under way when the output is cancelled could land in memory lent to the next job.
-  const lease = options.reuseBuffers === true && !(input instanceof ReadableStream)
-    ? leaseSlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES)
-    : undefined;
+  // until the output ends; JavaScript memory when it cannot be lent.
+  const lease = options.reuseBuffers === true ? leaseSlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES) : undefined;
   const reuseBuffers = lease?.allocate ?? options.reuseBuffers ?? false;
   let chunks: ReadableStream<Slab | RawChunk> | undefined;
   try {
