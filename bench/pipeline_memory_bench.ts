@@ -1,7 +1,7 @@
 /**
  * Issue 3's throughput, without the file system: the whole stream pipeline
  * (`quantizeSafetensors` on a checkpoint held in memory: slabs copied out of
- * it into the reused rings, which the wasm kernels' memory lends, per-channel stats, quantize, the inline error
+ * it into the reused ring, per-channel stats, quantize, the inline error
  * report, then the Arrow IPC or safetensors encoder into a sink that drops
  * the bytes) against the bare kernel (`quantizeTensor` on each tensor into a
  * reused output, no report), in one process, on the same 4 x [4096, 4096]
@@ -25,7 +25,9 @@ import { parseArgs } from "node:util";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
 import { quantizeTensor } from "../src/quantize_tensor.ts";
 import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
+import { SlabMemory } from "../streams/_slab_memory.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
+import { DEFAULT_SLAB_BYTES } from "../streams/safetensors_source.ts";
 import { fillValues, tensorName } from "./make_checkpoint.ts";
 
 const ROWS = 4096, COLS = 4096, TENSORS = 4;
@@ -69,12 +71,15 @@ function kernel(): number {
   return sum;
 }
 
-// Reused rings, lent by the wasm kernels' memory (as quantizeFile runs it): the kernels work on slabs in place.
-async function pipeline(format: "arrows" | "safetensors"): Promise<number> {
-  const job = await quantizeSafetensors(file, { format, reuseBuffers: true });
-  let bytes = 0;
-  await job.output.pipeTo(new WritableStream({ write: (chunk) => void (bytes += chunk.byteLength) }));
-  return bytes;
+// As quantizeFile runs it: slab rings lent by the wasm kernels' memory, so that the kernels work in place.
+const memory = new SlabMemory(DEFAULT_SLAB_BYTES);
+function pipeline(format: "arrows" | "safetensors"): Promise<number> {
+  return memory.run(async (reuseBuffers) => {
+    const job = await quantizeSafetensors(file, { format, reuseBuffers });
+    let bytes = 0;
+    await job.output.pipeTo(new WritableStream({ write: (chunk) => void (bytes += chunk.byteLength) }));
+    return bytes;
+  });
 }
 
 const cases = {
