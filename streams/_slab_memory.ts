@@ -4,19 +4,7 @@
  * @module
  */
 import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
-import { wasmKernels, type WasmLease } from "../src/wasm_kernels.ts";
-
-/**
- * Lends a job's slab rings (input, re-read and output rings, the 16-bit
- * decoding scratch) the wasm kernels' memory, where the kernels work on
- * slabs in place and which the next lease reuses, pages already touched.
- *
- * @param slabBytes Byte budget of one slab.
- * @returns The lease, or `undefined` without wasm kernels or while another lease is out.
- */
-export function leaseSlabMemory(slabBytes: number): WasmLease | undefined {
-  return wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slabBytes + 512), slabBytes);
-}
+import { wasmKernels } from "../src/wasm_kernels.ts";
 
 /**
  * Memory for the slab rings of jobs whose consumer is done with each chunk
@@ -45,7 +33,8 @@ export class SlabMemory {
    * @returns What the job returns.
    */
   async run<T>(work: (reuseBuffers: Allocate) => Promise<T>): Promise<T> {
-    const lease = leaseSlabMemory(this.#slabBytes);
+    const slab = this.#slabBytes;
+    const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slab + 512), slab);
     let next = 0;
     const buffers = this.#buffers;
     const reuse: Allocate = (byteLength) => {

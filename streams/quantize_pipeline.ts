@@ -15,7 +15,7 @@ import { outputPlan } from "./_output_plan.ts";
 import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 import type { Allocate } from "../src/buffer_ring.ts";
-import { leaseSlabMemory, SlabMemory } from "./_slab_memory.ts";
+import { SlabMemory } from "./_slab_memory.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
@@ -61,13 +61,8 @@ export interface QuantizePipelineOptions {
    * memory (several times faster). Only for a consumer that is done with each
    * output chunk before it reads the next (a two-pass tensor reads its whole
    * first pass through the input ring before its first output), such as a
-   * synchronous file writer; {@linkcode quantizeFile} turns it on. With
-   * `true` the buffers are lent by the wasm kernels' memory, where the kernels
-   * work on them in place, until `output` closes, errors or is cancelled: read
-   * or cancel it to the end (a job left hanging keeps them, and later jobs
-   * fall back to JavaScript memory), and keep no chunk past it (the next job
-   * reuses the buffers). A function instead of `true` says where the buffers'
-   * memory comes from.
+   * synchronous file writer; {@linkcode quantizeFile} turns it on. A function
+   * instead of `true` says where the buffers' memory comes from.
    * @default {false}
    */
   reuseBuffers?: boolean | Allocate;
@@ -141,30 +136,8 @@ export async function quantizeSafetensors(
   options: QuantizePipelineOptions = {},
 ): Promise<QuantizeJob> {
   const config = resolveConfig(options.config);
-  // `true` lends the rings the wasm kernels' memory (kernels work in place, pages stay warm from job to job)
-  // until the output ends; JavaScript memory when it cannot be lent.
-  const lease = options.reuseBuffers === true ? leaseSlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES) : undefined;
-  const reuseBuffers = lease?.allocate ?? options.reuseBuffers ?? false;
-  let chunks: ReadableStream<Slab | RawChunk> | undefined;
-  try {
-    const model = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
-    chunks = model.chunks;
-    const job = await startQuantizing(model.header, chunks, config, options, reuseBuffers);
-    return lease ? { ...job, output: releasingAtEnd(job.output, lease.release) } : job;
-  } catch (e) {
-    await chunks?.cancel(e);
-    lease?.release();
-    throw e;
-  }
-}
-
-async function startQuantizing(
-  header: SafetensorsHeader,
-  chunks: ReadableStream<Slab | RawChunk>,
-  config: QuantizeConfig,
-  options: QuantizePipelineOptions,
-  reuseBuffers: boolean | Allocate,
-): Promise<QuantizeJob> {
+  const { reuseBuffers = false } = options;
+  const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
   const { groups, metadata } = outputPlan(header, config);
   const gcHint = bunGcHint();
   const onTensor = (report: TensorReport) => {
@@ -206,33 +179,6 @@ async function startQuantizing(
       return { ...report, tensors };
     },
   };
-}
-
-/** `stream`, calling `release` once it has closed, errored or been cancelled. */
-function releasingAtEnd<T>(stream: ReadableStream<T>, release: () => void): ReadableStream<T> {
-  const reader = stream.getReader();
-  return new ReadableStream<T>({
-    async pull(controller) {
-      let result: ReadableStreamReadResult<T>;
-      try {
-        result = await reader.read();
-      } catch (e) {
-        release();
-        throw e;
-      }
-      if (result.done) {
-        release();
-        controller.close();
-      } else controller.enqueue(result.value);
-    },
-    async cancel(reason) {
-      try {
-        await reader.cancel(reason);
-      } finally {
-        release();
-      }
-    },
-  }, { highWaterMark: 0 });
 }
 
 /**
