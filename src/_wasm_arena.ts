@@ -134,9 +134,11 @@ export class WasmArena {
    * @param bytes Bytes needed.
    * @returns The region's address.
    * @throws {GrowthBlocked} When the memory would have to grow while a lease is out.
-   * @throws {RangeError} When the memory cannot grow that far.
+   * @throws {RangeError} When the memory cannot grow that far, or `bytes` is not a byte count.
    */
   alloc(bytes: number): number {
+    // A NaN or negative size would move the top of the arena backwards, under regions already handed out.
+    if (!Number.isSafeInteger(bytes) || bytes < 0) throw new RangeError(`Cannot allocate ${bytes} bytes`);
     this.reserve(align(bytes));
     const at = this.#top;
     this.#top += align(bytes);

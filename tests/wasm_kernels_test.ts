@@ -601,6 +601,18 @@ test("the JavaScript kernel adds the same error sums as ErrorStats in its single
   }
 });
 
+test("a lease of a size that is no byte count is refused and leaves the memory usable", () => {
+  for (const bad of [NaN, -1, -1e6, 1.5]) {
+    const k = kernels();
+    assert.equal(k.lease(bad), undefined, `lease(${bad})`);
+    const lease = k.lease(1 << 16);
+    assert.ok(lease, `a lease after lease(${bad})`);
+    const slab = lease.allocate(4096);
+    assert.equal(slab.buffer, k.output(1).buffer, `inside the wasm memory after lease(${bad})`);
+    lease.release();
+  }
+});
+
 test("a lease holds slab buffers in wasm memory that no kernel call detaches", () => {
   const k = kernels({ capacity: 1024, blockCapacity: 16 });
   const lease = k.lease(1 << 20, 4096);
