@@ -138,13 +138,26 @@ export async function quantizeSafetensors(
   const config = resolveConfig(options.config);
   const { reuseBuffers = false } = options;
   const { header, chunks } = await readSafetensors(input, { slabBytes: options.slabBytes, reuseBuffers });
-  const { groups, metadata } = outputPlan(header, config);
+  // Every stage is made before the input is piped anywhere: one that refuses (a bad `workers`, an output name
+  // listed twice) cancels the input, which closes the file, and its own error is the one thrown.
+  let stream: QuantizeStream;
+  let encoder: TransformStream<QuantizedSlab | RawChunk, Uint8Array>;
   const gcHint = bunGcHint();
   const onTensor = (report: TensorReport) => {
     gcHint(report.originalBytes);
     options.onTensor?.(report);
   };
-  const stream = new QuantizeStream(config, { onTensor, reuseBuffers, workers: options.workers });
+  try {
+    const { groups, metadata } = outputPlan(header, config);
+    stream = new QuantizeStream(config, { onTensor, reuseBuffers, workers: options.workers });
+    // apache-arrow loads only for Arrow output: it is a tenth of a second of startup a safetensors job need not pay.
+    encoder = options.format === "arrows"
+      ? new (await import("./arrow_ipc_encode_stream.ts")).ArrowIpcEncodeStream()
+      : new SafetensorsEncodeStream(groups.flat(), metadata);
+  } catch (e) {
+    await chunks.cancel(e);
+    throw e;
+  }
   const dropped: string[] = [];
 
   let done = 0;
@@ -159,14 +172,9 @@ export async function quantizeSafetensors(
     }),
   );
   const quantized = counted.pipeThrough(stream);
-  // apache-arrow loads only for Arrow output: it is a tenth of a second of startup a safetensors job need not pay.
   const output = options.format === "arrows"
-    ? quantized.pipeThrough(dropNonFloat((name) => dropped.push(name))).pipeThrough(
-      new (await import("./arrow_ipc_encode_stream.ts")).ArrowIpcEncodeStream(),
-    )
-    : quantized.pipeThrough(
-      new SafetensorsEncodeStream(groups.flat(), metadata),
-    );
+    ? quantized.pipeThrough(dropNonFloat((name) => dropped.push(name))).pipeThrough(encoder)
+    : quantized.pipeThrough(encoder);
   return {
     header,
     output,

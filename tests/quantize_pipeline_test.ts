@@ -590,6 +590,23 @@ describe("bad input leaves no output", () => {
     });
   }
 
+  test("an output name that is also an input's (w and w.scale) is refused before any work, its file closed", async () => {
+    const input = path();
+    writeFileSync(
+      input,
+      fileOf([randomTensor("w", "float32", [64, 64], 9), randomTensor("w.scale", "float32", [64, 1], 10)]),
+    );
+    const openFiles = () => readdirSync("/proc/self/fd").length;
+    const before = openFiles();
+    for (let k = 0; k < 3; k++) {
+      await assert.rejects(quantizeSafetensors(input), {
+        name: "RangeError",
+        message: 'Tensor "w.scale" is listed twice',
+      });
+    }
+    assert.equal(openFiles(), before, "every attempt closed the input");
+  });
+
   test("a negative axis is accepted as a separate argument", async () => {
     const input = path();
     writeFileSync(input, fileOf([randomTensor("w", "float32", [64, 48], 8)]));
