@@ -45,6 +45,12 @@ export class SlabMemory {
     };
     try {
       return await work(lease?.allocate ?? reuse);
+    } catch (e) {
+      // A failed job's stages stop asynchronously: a cancel travels up the pipes, and each stage finishes the
+      // step it is in, writing into these buffers. Those steps are promise reactions, all run before the next
+      // macrotask (measured, bench/RESULTS.md Addendum 6); only then may another job have the buffers.
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      throw e;
     } finally {
       lease?.release();
     }

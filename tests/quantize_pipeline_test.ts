@@ -16,6 +16,8 @@ import {
 } from "@quantflow/quantflow";
 import type { FloatDType, QuantizedSlab, QuantizeOptions, Tensor } from "@quantflow/quantflow";
 import { quantizeFile, quantizeSafetensors } from "../streams/quantize_pipeline.ts";
+import { SlabMemory } from "../streams/_slab_memory.ts";
+import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { main } from "../src/cli.ts";
 import { decodeFloat16, encodeBfloat16, encodeFloat16 } from "../src/float16.ts";
@@ -270,6 +272,39 @@ describe("buffer reuse", () => {
     const lease = wasmKernels()?.lease(1);
     assert.ok(lease, "the job released its lease");
     lease.release();
+  });
+
+  test("a job whose sink fails writes nothing more into its buffers once the next job has them", async () => {
+    const slab = 2048;
+    const memory = new SlabMemory(slab);
+    const model = tinyGpt2({ layers: 2, hidden: 64 });
+    const failingAfter = (k: number) => {
+      let n = 0;
+      return new WritableStream<Uint8Array>({
+        write() {
+          if (++n > k) throw new Error("disk full");
+        },
+      });
+    };
+    for (const config of [{}, { granularity: "per_tensor" as const }]) {
+      for (const k of [0, 3, 10]) {
+        await assert.rejects(
+          memory.run(async (reuseBuffers) => {
+            const job = await quantizeSafetensors(model, { config, slabBytes: slab, reuseBuffers });
+            await job.output.pipeTo(failingAfter(k));
+          }),
+          /disk full/,
+        );
+        // The next job's buffers (the whole lease, when the kernels lend one), marked, then watched.
+        const changed = await memory.run(async (allocate) => {
+          const view = allocate(4 * PIPELINE_RING_SLOTS * (slab + 512) - 512);
+          view.fill(0xa5);
+          await new Promise((resolve) => setTimeout(resolve, 20));
+          return view.filter((b) => b !== 0xa5).length;
+        });
+        assert.equal(changed, 0, `${JSON.stringify(config)}, sink failing after ${k} chunks`);
+      }
+    }
   });
 
   test("reusing slab buffers changes no byte of the output, in either format", async () => {
