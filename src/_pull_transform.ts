@@ -6,23 +6,29 @@
  * cancels the input; an error in the generator errors the readable and
  * cancels the input.
  *
- * @param transform Consumes the input stream, yields outputs.
+ * A generator's step (from one output to the next) may consume many inputs,
+ * and `return()` waits for the step under way: the generator should stop at
+ * its next input once `signal` is aborted, which a cancel does first.
+ *
+ * @param transform Consumes the input stream, yields outputs; `signal` says the readable was cancelled.
  * @returns The pair, usable with `pipeThrough`.
  */
 export function pullTransform<I, O>(
-  transform: (input: ReadableStream<I>) => AsyncGenerator<O>,
+  transform: (input: ReadableStream<I>, signal: AbortSignal) => AsyncGenerator<O>,
 ): { writable: WritableStream<I>; readable: ReadableStream<O> } {
   // An identity TransformStream turns the writable side into a readable the generator consumes.
   const { writable, readable: input } = new TransformStream<I, I>();
+  const cancelled = new AbortController();
   let outputs: AsyncGenerator<O> | undefined;
   const readable = new ReadableStream<O>({
     async pull(controller) {
-      outputs ??= transform(input);
+      outputs ??= transform(input, cancelled.signal);
       const { done, value } = await outputs.next();
       if (done) controller.close();
       else controller.enqueue(value);
     },
     async cancel(reason) {
+      cancelled.abort(reason);
       if (outputs) await outputs.return(undefined);
       await input.cancel(reason).catch(() => {});
     },

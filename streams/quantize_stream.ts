@@ -138,8 +138,8 @@ export class QuantizeStream {
       options.onTensor?.(r);
     };
     const memory = jobMemory(options.reuseBuffers);
-    ({ readable: this.readable, writable: this.writable } = pullTransform((input) =>
-      quantizeChunks(input, resolved, report, memory, workers)
+    ({ readable: this.readable, writable: this.writable } = pullTransform((input, cancelled) =>
+      quantizeChunks(input, resolved, report, memory, workers, cancelled)
     ));
   }
 
@@ -161,6 +161,7 @@ async function* quantizeChunks(
   report: (r: TensorReport) => void,
   memory: JobMemory,
   workerCount: number,
+  cancelled: AbortSignal,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
   let job: TensorJob | undefined;
   let workers: SlabWorkers | undefined;
@@ -178,6 +179,8 @@ async function* quantizeChunks(
   const unfinished = (job: TensorJob) => new FormatError(`Tensor "${job.name}" ended before all its elements arrived`);
   try {
     for await (const chunk of input) {
+      // A cancel waits for the step under way, which may read a whole tensor's first pass: stop here instead.
+      if (cancelled.aborted) return;
       if (chunk.kind === "raw") {
         if (job) throw unfinished(job);
         while (pending.length) yield await head();

@@ -7,6 +7,7 @@ import { Message } from "apache-arrow";
 import {
   ArrowIpcEncodeStream,
   FormatError,
+  memorySource,
   packInt4,
   parseConfig,
   quantizeTensor,
@@ -305,6 +306,23 @@ describe("buffer reuse", () => {
         assert.equal(changed, 0, `${JSON.stringify(config)}, sink failing after ${k} chunks`);
       }
     }
+  });
+
+  test("a cancel stops the work at the next slab, even in a two-pass tensor's first pass", async () => {
+    const model = fileOf([randomTensor("w", "float32", [512, 512], 11)]); // 256 slabs of 4 KiB
+    let reads = 0;
+    const open = () => {
+      const source = memorySource(model);
+      return { ...source, read: (position: number, into: Uint8Array) => (reads++, source.read(position, into)) };
+    };
+    const job = await quantizeSafetensors(open, { config: { granularity: "per_tensor" }, slabBytes: 4096 });
+    const reader = job.output.getReader();
+    const first = reader.read(); // the first output needs the whole first pass
+    const before = reads;
+    await reader.cancel();
+    await first;
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    assert.ok(reads - before <= 4, `${reads - before} reads after the cancel (${before} before it)`);
   });
 
   test("reusing slab buffers changes no byte of the output, in either format", async () => {
