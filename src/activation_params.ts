@@ -124,7 +124,7 @@ export function activationParams(
   } catch (e) {
     if (!(e instanceof Float16OverflowError)) throw e;
     const detail = e.message.slice(e.message.indexOf(": ") + 2, e.message.indexOf(" overflows"));
-    throw new Float16OverflowError(name, detail, "activation");
+    throw new Float16OverflowError(name, detail, "activation", mode);
   }
   return {
     name,

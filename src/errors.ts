@@ -37,14 +37,23 @@ export class Float16OverflowError extends Error {
    * @param tensor Name of the tensor or activation.
    * @param detail Which intermediate overflowed, with its operands.
    * @param subject A float16 weight `tensor`, or an `activation` (whose parameters Core ML Tools computes in float16).
+   * @param mode The mode that overflowed: `linear_symmetric` is the way out only from `linear`.
    */
-  constructor(tensor: string, detail: string, subject: "tensor" | "activation" = "tensor") {
+  constructor(
+    tensor: string,
+    detail: string,
+    subject: "tensor" | "activation" = "tensor",
+    mode: "linear" | "linear_symmetric" = "linear",
+  ) {
+    const symmetric = mode === "linear_symmetric";
     super(
       subject === "tensor"
         ? `Cannot quantize float16 tensor "${tensor}": ${detail} overflows float16 (max 65504); ` +
-          `use mode "linear_symmetric" or a float32 source`
+          (symmetric ? "use a float32 source" : `use mode "linear_symmetric" or a float32 source`)
         : `Cannot quantize activation "${tensor}": ${detail} overflows float16 (max 65504), in which Core ML Tools ` +
-          `computes activation parameters; use mode "linear_symmetric"`,
+          (symmetric
+            ? "computes activation parameters; the calibrated range must stay within ±32752"
+            : `computes activation parameters; use mode "linear_symmetric"`),
     );
     this.name = "Float16OverflowError";
     this.tensor = tensor;

@@ -57,7 +57,7 @@ export function computeBlockParams(
   let zeroRangeBlocks = 0;
   const overflow = (detail: string): Error =>
     arithmetic === "float16"
-      ? new Float16OverflowError(tensor, detail)
+      ? new Float16OverflowError(tensor, detail, "tensor", mode)
       : new RangeError(`Cannot quantize tensor "${tensor}": ${detail} overflows float32`);
   for (let k = 0; k < mins.length; k++) {
     let lo = mins[k];
@@ -77,11 +77,11 @@ export function computeBlockParams(
       const b = round(qmax * lo);
       const z = round(round(a - b) / width);
       if (!Number.isFinite(z)) {
-        throw overflow(`the zero point (${qmin} * ${hi} - ${qmax} * ${lo}) / (${hi} - ${lo})`);
+        throw overflow(`the zero point (${qmin} * ${hi} - ${qmax} * ${paren(lo)}) / (${hi} - ${paren(lo)})`);
       }
       zp = Math.min(qmax, Math.max(qmin, roundHalfEven(z)));
     }
-    if (!Number.isFinite(s)) throw overflow(`the range ${hi} - ${lo}`);
+    if (!Number.isFinite(s)) throw overflow(`the range ${hi} - ${paren(lo)}`);
     if (s === 0) {
       s = 1;
       zp = fixedZeroPoint ?? 0;
@@ -91,4 +91,9 @@ export function computeBlockParams(
     zeroPoint[k] = zp;
   }
   return { scale, zeroPoint, zeroRangeBlocks };
+}
+
+/** A number as an operand after a minus sign: `(-4)`, not `- -4`. */
+function paren(x: number): string {
+  return x < 0 ? `(${x})` : `${x}`;
 }

@@ -129,6 +129,7 @@ describe("activationParams (SPEC.md Section 6)", () => {
       /"big".*overflows float16/,
     );
     assert.equal(activationParams("big", -600, 10).scale, 4.72265625); // symmetric is fine
+    throwsWith(() => activationParams("huge", -40000, 10), Float16OverflowError, /"huge".*within ±32752$/);
   });
 
   test("rejects invalid ranges and options", () => {
