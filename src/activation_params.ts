@@ -117,6 +117,10 @@ export function activationParams(
   // Core ML Tools holds the calibrated range as np.float16 before computing parameters.
   const lo = f16round(rmin);
   const hi = f16round(rmax);
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) {
+    // Beyond float16 already: say which values, not the infinities they became.
+    throw new Float16OverflowError(name, `the calibrated range [${rmin}, ${rmax}]`, "activation", "linear_symmetric");
+  }
   // Section 3 takes min and max of the block [lo, hi]: lo and hi themselves.
   let block;
   try {

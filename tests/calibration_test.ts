@@ -130,6 +130,11 @@ describe("activationParams (SPEC.md Section 6)", () => {
     );
     assert.equal(activationParams("big", -600, 10).scale, 4.72265625); // symmetric is fine
     throwsWith(() => activationParams("huge", -40000, 10), Float16OverflowError, /"huge".*within ±32752$/);
+    throwsWith(
+      () => activationParams("vast", -70000, 10),
+      Float16OverflowError,
+      /"vast": the calibrated range \[-70000, 10\] overflows float16/,
+    );
   });
 
   test("rejects invalid ranges and options", () => {
