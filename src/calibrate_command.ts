@@ -217,8 +217,12 @@ export async function calibrateCommand(args: string[]): Promise<number> {
       await writeAtomically(options.saveStats, bytes);
     }
     await writeAtomically(options.output, stringifyActivationParams(params));
+    // With --resume the statistics hold earlier samples too.
+    let total = 0;
+    for (const name of stats.names()) total += stats.get(name)!.samples;
+    const counted = total === samples ? `${total} samples` : `${total} samples (${samples} new)`;
     console.error(
-      `calibrate: ${params.length} activations from ${samples} samples (${stats.observer}, ${options.mode} ${options.dtype}) -> ${options.output}`,
+      `calibrate: ${params.length} activations from ${counted} (${stats.observer}, ${options.mode} ${options.dtype}) -> ${options.output}`,
     );
     return 0;
   } catch (error) {

@@ -48,7 +48,15 @@ describe("calibrateCommand", () => {
     assert.deepEqual(CalibrationStats.fromJSON(readFileSync(json, "utf8")).toJSON(), fromArrow.toJSON());
     const resumed = join(dir, "resumed.json");
     const whole = join(dir, "whole.json");
-    assert.equal(await calibrateCommand(["--resume", json, shardB, "-o", resumed, "--dtype", "uint8"]), 0);
+    const logged: string[] = [];
+    const log = console.error;
+    console.error = (line: string) => logged.push(line);
+    try {
+      assert.equal(await calibrateCommand(["--resume", json, shardB, "-o", resumed, "--dtype", "uint8"]), 0);
+    } finally {
+      console.error = log;
+    }
+    assert.match(logged.join("\n"), /2 activations from 4 samples \(2 new\)/);
     assert.equal(
       await calibrateCommand([shardA, shardB, "-o", whole, "--observer", "percentile", "--dtype", "uint8"]),
       0,
