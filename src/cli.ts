@@ -211,6 +211,13 @@ async function demo(): Promise<void> {
  */
 export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = joinNegativeValues(args);
+  // `calibrate` and `serve` print their own help; the other commands share the usage text.
+  if (
+    ["quantize", "dequantize", "inspect", "demo"].includes(command) && rest.some((a) => a === "--help" || a === "-h")
+  ) {
+    console.log(USAGE);
+    return 0;
+  }
   try {
     switch (command) {
       case "quantize":

@@ -686,4 +686,20 @@ describe("bad input leaves no output", () => {
       console.error = original;
     }
   });
+
+  test("--help after a command prints the usage and exits 0", async () => {
+    const printed: string[] = [];
+    const log = console.log;
+    console.log = (text: string) => printed.push(text);
+    try {
+      for (const command of ["quantize", "dequantize", "inspect"]) {
+        assert.equal(await main([command, "--help"]), 0, command);
+      }
+      assert.equal(await main(["quantize", "in.safetensors", "-h"]), 0);
+    } finally {
+      console.log = log;
+    }
+    assert.equal(printed.length, 4);
+    assert.match(printed[0], /quantflow quantize IN/);
+  });
 });
