@@ -350,7 +350,7 @@
   (func (export "quantize_contig_err") (param $in i32) (param $out i32) (param $n i32) (param $first i32)
                                        (param $run i32) (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32)
                                        (param $acc i32) (result i32)
-    (local $len i32) (local $left i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
+    (local $len i32) (local $left i32) (local $j i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
     (local $si v128) (local $b v128) (local $nz v128) (local $sh v128) (local $sl v128)
     (local $vlo v128) (local $vhi v128) (local $L v128) (local $M v128)
     (local $x v128) (local $q v128) (local $k v128) (local $e v128) (local $te v128) (local $tw v128)
@@ -383,106 +383,44 @@
         (block $vdone
           (loop $vec
             (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
-            (local.set $q
-              (v128.and
-                (i32x4.min_s
-                  (i32x4.max_s
-                    (i32x4.sub
-                      (f32x4.add
-                        (f32x4.pmax
-                          (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (local.get $si))
-                          (local.get $L))
-                        (local.get $M))
-                      (local.get $b))
-                    (local.get $vlo))
-                  (local.get $vhi))
-                (f32x4.eq (local.get $x) (local.get $x))))
-            ;; The low byte of each lane is the stored byte, signed or not.
-            (v128.store32_lane offset=0 0 (local.get $out)
-              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
-            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
-            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
-                                     (f32x4.mul (local.get $sl) (local.get $k))))
-            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-            (local.set $te (f32x4.mul (local.get $e) (local.get $e)))
-            (local.set $tw (f32x4.mul (local.get $x) (local.get $x)))
-            (local.set $q
-              (v128.and
-                (i32x4.min_s
-                  (i32x4.max_s
-                    (i32x4.sub
-                      (f32x4.add
-                        (f32x4.pmax
-                          (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (local.get $si))
-                          (local.get $L))
-                        (local.get $M))
-                      (local.get $b))
-                    (local.get $vlo))
-                  (local.get $vhi))
-                (f32x4.eq (local.get $x) (local.get $x))))
-            ;; The low byte of each lane is the stored byte, signed or not.
-            (v128.store32_lane offset=4 0 (local.get $out)
-              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
-            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
-            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
-                                     (f32x4.mul (local.get $sl) (local.get $k))))
-            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
-            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
-            (local.set $q
-              (v128.and
-                (i32x4.min_s
-                  (i32x4.max_s
-                    (i32x4.sub
-                      (f32x4.add
-                        (f32x4.pmax
-                          (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (local.get $si))
-                          (local.get $L))
-                        (local.get $M))
-                      (local.get $b))
-                    (local.get $vlo))
-                  (local.get $vhi))
-                (f32x4.eq (local.get $x) (local.get $x))))
-            ;; The low byte of each lane is the stored byte, signed or not.
-            (v128.store32_lane offset=8 0 (local.get $out)
-              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
-            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
-            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
-                                     (f32x4.mul (local.get $sl) (local.get $k))))
-            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
-            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
-            (local.set $q
-              (v128.and
-                (i32x4.min_s
-                  (i32x4.max_s
-                    (i32x4.sub
-                      (f32x4.add
-                        (f32x4.pmax
-                          (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (local.get $si))
-                          (local.get $L))
-                        (local.get $M))
-                      (local.get $b))
-                    (local.get $vlo))
-                  (local.get $vhi))
-                (f32x4.eq (local.get $x) (local.get $x))))
-            ;; The low byte of each lane is the stored byte, signed or not.
-            (v128.store32_lane offset=12 0 (local.get $out)
-              (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
-            (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
-            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
-                                     (f32x4.mul (local.get $sl) (local.get $k))))
-            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
-            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            ;; Four vectors, their squares summed in float32 (from 0: exact), then added in float64.
+            (local.set $te (v128.const i32x4 0 0 0 0))
+            (local.set $tw (v128.const i32x4 0 0 0 0))
+            (local.set $j (i32.const 4))
+            (loop $quarters
+              (local.set $q
+                (v128.and
+                  (i32x4.min_s
+                    (i32x4.max_s
+                      (i32x4.sub
+                        (f32x4.add
+                          (f32x4.pmax
+                            (f32x4.div (local.tee $x (v128.load (local.get $in))) (local.get $si))
+                            (local.get $L))
+                          (local.get $M))
+                        (local.get $b))
+                      (local.get $vlo))
+                    (local.get $vhi))
+                  (f32x4.eq (local.get $x) (local.get $x))))
+              ;; The low byte of each lane is the stored byte, signed or not.
+              (v128.store32_lane 0 (local.get $out)
+                (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
+              (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
+              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                       (f32x4.mul (local.get $sl) (local.get $k))))
+              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+              (local.set $in (i32.add (local.get $in) (i32.const 16)))
+              (local.set $out (i32.add (local.get $out) (i32.const 4)))
+              (local.set $j (i32.sub (local.get $j) (i32.const 1)))
+              (br_if $quarters (local.get $j)))
             (local.set $err (f64x2.add (local.get $err)
               (f64x2.add (f64x2.promote_low_f32x4 (local.get $te))
                          (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $te) (local.get $te))))))
             (local.set $sig (f64x2.add (local.get $sig)
               (f64x2.add (f64x2.promote_low_f32x4 (local.get $tw))
                          (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $tw) (local.get $tw))))))
-            (local.set $in (i32.add (local.get $in) (i32.const 64)))
-            (local.set $out (i32.add (local.get $out) (i32.const 16)))
             (local.set $left (i32.sub (local.get $left) (i32.const 16)))
             (br $vec)))
         ;; The proof above needs every |e| under 0.75 s (0.625 leaves room for a
