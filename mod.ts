@@ -36,6 +36,8 @@ export * from "./streams/quantize_pipeline.ts";
 export * from "./streams/quantize_arrow.ts";
 export * from "./streams/dequantize_pipeline.ts";
 export * from "./streams/inspect.ts";
+export * from "./src/shard_index.ts";
+export * from "./streams/sharded_checkpoint.ts";
 export * from "./streams/arrow_ipc_encode_stream.ts";
 export * from "./streams/arrow_ipc_decode_stream.ts";
 export * from "./src/calibration_stats.ts";

@@ -20,6 +20,12 @@ import { formatReport, type ModelReport } from "./report.ts";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { formatCheckpoint, inspectFile } from "../streams/inspect.ts";
+import { isShardIndexPath } from "./shard_index.ts";
+import {
+  dequantizeShardedCheckpoint,
+  quantizeShardedCheckpoint,
+  readShardedCheckpoint,
+} from "../streams/sharded_checkpoint.ts";
 import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
@@ -41,6 +47,8 @@ Usage:
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
   quantflow dequantize IN.safetensors|IN.arrows -o OUT.safetensors|OUT.arrows
   quantflow inspect FILE.safetensors|FILE.arrows [--json]
+  A sharded checkpoint (IN = model.safetensors.index.json) is quantized or dequantized shard by shard into a
+  directory (-o DIR): the shards under their names, and a new index. inspect lists every shard.
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
   quantflow serve [--port 8787] [--host 127.0.0.1] [--max-body BYTES] [--max-concurrent N]
   quantflow demo                         quantize a tiny GPT-2 checkpoint and print the report
@@ -143,8 +151,11 @@ function defaultWorkers(input: string, output: string): number {
   if (output.endsWith(".arrows")) return 0;
   let size = 0;
   try {
-    size = statSync(input).size;
-  } catch { /* the job reports a missing input */ }
+    // A sharded checkpoint is quantized a shard at a time: its largest shard decides.
+    size = isShardIndexPath(input)
+      ? Math.max(...readShardedCheckpoint(input).headers.map((h) => h.dataEnd))
+      : statSync(input).size;
+  } catch { /* the job reports a bad input */ }
   return size >= PARALLEL_MIN_BYTES ? Math.max(0, Math.min(2, (navigator.hardwareConcurrency ?? 1) - 1)) : 0;
 }
 
@@ -152,6 +163,10 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const { values, positionals } = parseArgs({ args, options: QUANTIZE_FLAGS, allowPositionals: true });
   const input = oneInput(positionals, "quantize");
   const output = requireOutput(values, "quantize");
+  const sharded = isShardIndexPath(input);
+  if (sharded && /\.(safetensors|arrows)$/.test(output)) {
+    throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
+  }
   const config = configFrom(values);
   if (values["js-kernels"]) setWasmKernelsEnabled(false);
   const bar = new ProgressBar("quantizing");
@@ -160,7 +175,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const workers = nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output);
   // Printed after the progress bar is done with the terminal's line.
   const warnings: string[] = [];
-  const report = await quantizeFile(input, output, {
+  const report = await (sharded ? quantizeShardedCheckpoint : quantizeFile)(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
     workers,
@@ -229,8 +244,14 @@ export async function main(args: string[]): Promise<number> {
           options: { output: { type: "string", short: "o" } },
           allowPositionals: true,
         });
-        const count = await dequantizeFile(oneInput(positionals, "dequantize"), requireOutput(values, "dequantize"));
-        console.log(`Dequantized ${count} tensors into ${values.output}`);
+        const input = oneInput(positionals, "dequantize");
+        const output = requireOutput(values, "dequantize");
+        const sharded = isShardIndexPath(input);
+        if (sharded && /\.(safetensors|arrows)$/.test(output)) {
+          throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
+        }
+        const count = await (sharded ? dequantizeShardedCheckpoint : dequantizeFile)(input, output);
+        console.log(`Dequantized ${count} tensors into ${output}`);
         return 0;
       }
       case "inspect": {
@@ -239,7 +260,19 @@ export async function main(args: string[]): Promise<number> {
           options: { json: { type: "boolean" } },
           allowPositionals: true,
         });
-        const summary = await inspectFile(oneInput(positionals, "inspect"));
+        const input = oneInput(positionals, "inspect");
+        if (isShardIndexPath(input)) {
+          const { index, directory } = readShardedCheckpoint(input);
+          const shards = [];
+          for (const file of index.shards) shards.push({ file, ...await inspectFile(join(directory, file)) });
+          console.log(
+            values.json
+              ? JSON.stringify({ metadata: index.metadata, shards }, null, 2)
+              : shards.map(({ file, ...summary }) => `${file}\n${formatCheckpoint(summary)}`).join("\n\n"),
+          );
+          return 0;
+        }
+        const summary = await inspectFile(input);
         console.log(values.json ? JSON.stringify(summary, null, 2) : formatCheckpoint(summary));
         return 0;
       }
