@@ -164,7 +164,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const input = oneInput(positionals, "quantize");
   const output = requireOutput(values, "quantize");
   const sharded = isShardIndexPath(input);
-  if (sharded && /\.(safetensors|arrows)$/.test(output)) {
+  if (sharded && /\.(safetensors|arrows|json)$/.test(output)) {
     throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
   }
   const config = configFrom(values);
@@ -218,6 +218,11 @@ async function demo(): Promise<void> {
   console.log(`\nWrote ${output}. Try: deno task inspect ${output}`);
 }
 
+/** A file system error (`ENOENT`, `ENOTDIR`, `EACCES`, ...): the runtime's message names the path. */
+function isSystemError(e: unknown): boolean {
+  return /^E[A-Z]+$/.test(String((e as { code?: unknown } | null)?.code));
+}
+
 /**
  * Runs the CLI.
  *
@@ -247,7 +252,7 @@ export async function main(args: string[]): Promise<number> {
         const input = oneInput(positionals, "dequantize");
         const output = requireOutput(values, "dequantize");
         const sharded = isShardIndexPath(input);
-        if (sharded && /\.(safetensors|arrows)$/.test(output)) {
+        if (sharded && /\.(safetensors|arrows|json)$/.test(output)) {
           throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
         }
         const count = await (sharded ? dequantizeShardedCheckpoint : dequantizeFile)(input, output);
@@ -303,7 +308,7 @@ export async function main(args: string[]): Promise<number> {
     }
     if (
       e instanceof FormatError || e instanceof ConfigError || e instanceof NonFiniteError ||
-      e instanceof Float16OverflowError || e instanceof RangeError || (e as { code?: string }).code === "ENOENT"
+      e instanceof Float16OverflowError || e instanceof RangeError || isSystemError(e)
     ) {
       console.error(`quantflow: ${(e as Error).message}`);
       return 1;

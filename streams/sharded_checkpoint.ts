@@ -7,15 +7,27 @@
  *
  * @module
  */
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import { openFileSource } from "../src/byte_source.ts";
 import { FormatError } from "../src/errors.ts";
 import { type ModelReport, summarize } from "../src/report.ts";
 import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import { encodeShardIndex, parseShardIndex, type ShardIndex } from "../src/shard_index.ts";
 import { dequantizeFile, type DequantizeFileOptions, readHeader } from "./dequantize_pipeline.ts";
-import { quantizeFile, type QuantizePipelineOptions } from "./quantize_pipeline.ts";
+import { quantizeFile, type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { outputPlan } from "./_output_plan.ts";
 
 /** A shard index and the headers of its shards, checked against each other. */
 export interface ShardedCheckpoint {
@@ -91,8 +103,11 @@ export function readShardedCheckpoint(indexPath: string): ShardedCheckpoint {
  * Quantizes a sharded checkpoint into a directory: each shard, under its own
  * name, and a new index listing the quantized tensors (`NAME`, `NAME.scale`,
  * `NAME.zero_point`) with their shards. The shards are quantized one after
- * another, as {@linkcode quantizeFile} does a file, and appear under their
- * names only when all are done, the index last; on failure none appears.
+ * another, as {@linkcode quantizeFile} does a file, into a staging directory
+ * inside `outputDir` (`.quantflow-XXXXXX`), and move out of it under their
+ * names only when all are done, the index last. On failure none appears, and
+ * neither does an `outputDir` the job created. Other files in `outputDir` are
+ * left alone.
  *
  * @example
  * ```ts
@@ -125,9 +140,11 @@ export function readShardedCheckpoint(indexPath: string): ShardedCheckpoint {
  * @param options As for {@linkcode quantizeFile}; `onProgress` counts the data of all shards, and `format` must be
  *   safetensors.
  * @returns The report of all shards' tensors, in shard order.
- * @throws {FormatError} When the index or a shard is malformed, or they disagree (nothing is written).
+ * @throws {FormatError} When the index or a shard is malformed, they disagree, or two shards would hold output
+ *   tensors of the same name (nothing is written).
  * @throws {NonFiniteError} When a tensor to quantize holds NaN or an infinity (nothing is written).
- * @throws {RangeError} When `outputDir` is the input's directory, `format` is not safetensors, or an option is bad.
+ * @throws {RangeError} When `outputDir` is the input's directory or a file, `format` is not safetensors, or an option
+ *   is bad.
  */
 export async function quantizeShardedCheckpoint(
   indexPath: string,
@@ -138,6 +155,10 @@ export async function quantizeShardedCheckpoint(
     throw new RangeError(`A sharded checkpoint is written as safetensors shards, not ${options.format}`);
   }
   const checkpoint = readShardedCheckpoint(indexPath);
+  // Before any work: a tensor named like another's scale (`w` here, `w.scale` there) is caught within one file by
+  // the file job, across shards only here.
+  const config = resolveConfig(options.config);
+  shardOf(checkpoint.index.shards, checkpoint.headers.map((h) => outputPlan(h, config).groups.flat()));
   const sizes = checkpoint.headers.map((h) => h.dataEnd - h.dataStart);
   const total = sizes.reduce((a, b) => a + b, 0);
   let before = 0;
@@ -164,7 +185,7 @@ export async function quantizeShardedCheckpoint(
  * @param options As for {@linkcode dequantizeFile}.
  * @returns The number of tensors dequantized, in all shards.
  * @throws {FormatError} When the index or a shard is malformed, or they disagree (nothing is written).
- * @throws {RangeError} When `outputDir` is the input's directory, or an option is bad.
+ * @throws {RangeError} When `outputDir` is the input's directory or a file, or an option is bad.
  */
 export async function dequantizeShardedCheckpoint(
   indexPath: string,
@@ -179,9 +200,10 @@ export async function dequantizeShardedCheckpoint(
 }
 
 /**
- * Runs a file job on each shard into a staging name in `outputDir`, writes the
- * index of the new shards, then renames the shards and the index (last) into
- * place; on failure removes whatever it staged.
+ * Runs a file job on each shard into a staging directory inside `outputDir`,
+ * writes the index of the new shards there, then moves the shards and the
+ * index (last) out; on failure removes the staging directory, and `outputDir`
+ * if this call created it.
  */
 async function eachShard<T>(
   indexPath: string,
@@ -189,31 +211,66 @@ async function eachShard<T>(
   outputDir: string,
   job: (input: string, output: string, k: number) => Promise<T>,
 ): Promise<T[]> {
-  if (existsSync(outputDir) && realpathSync(outputDir) === realpathSync(directory)) {
-    throw new RangeError(
-      `Cannot write a sharded checkpoint into its own directory "${outputDir}": its shards would be replaced`,
-    );
+  if (existsSync(outputDir)) {
+    if (!statSync(outputDir).isDirectory()) {
+      throw new RangeError(`Cannot write a sharded checkpoint into "${outputDir}": it is a file, not a directory`);
+    }
+    if (realpathSync(outputDir) === realpathSync(directory)) {
+      throw new RangeError(
+        `Cannot write a sharded checkpoint into its own directory "${outputDir}": its shards would be replaced`,
+      );
+    }
   }
-  mkdirSync(outputDir, { recursive: true });
-  const tag = crypto.randomUUID().slice(0, 8);
-  const files = [...index.shards, basename(indexPath)];
-  const staged = files.map((file) => join(outputDir, `${file}.${tag}.partial`));
+  const created = mkdirSync(outputDir, { recursive: true });
+  // Staged inside the output directory: the same file system, so the final moves are renames; and one place to
+  // look for leftovers should the process be killed.
+  const staging = mkdtempSync(join(outputDir, ".quantflow-"));
   try {
     const results: T[] = [];
-    for (const [k, shard] of index.shards.entries()) results.push(await job(join(directory, shard), staged[k], k));
-    const weightMap: Record<string, string> = {};
-    let totalSize = 0;
     for (const [k, shard] of index.shards.entries()) {
-      const header = readShardHeader(staged[k], shard, "the new index");
-      for (const entry of header.entries) weightMap[entry.name] = shard;
-      totalSize += header.dataEnd - header.dataStart;
+      results.push(await job(join(directory, shard), join(staging, shard), k));
     }
-    writeFileSync(staged[files.length - 1], encodeShardIndex({ ...index.metadata, total_size: totalSize }, weightMap));
-    for (const [k, file] of files.entries()) renameSync(staged[k], join(outputDir, file));
+    const headers = index.shards.map((shard) => readShardHeader(join(staging, shard), shard, "the new index"));
+    const weightMap = shardOf(index.shards, headers.map((h) => h.entries));
+    const totalSize = headers.reduce((a, h) => a + h.dataEnd - h.dataStart, 0);
+    const indexName = basename(indexPath);
+    writeFileSync(join(staging, indexName), encodeShardIndex({ ...index.metadata, total_size: totalSize }, weightMap));
+    for (const file of [...index.shards, indexName]) renameSync(join(staging, file), join(outputDir, file));
+    rmdirSync(staging);
     return results;
   } catch (e) {
-    for (const path of staged) rmSync(path, { force: true });
+    rmSync(staging, { recursive: true, force: true });
+    if (created !== undefined) removeEmptyDirectories(outputDir, created);
     throw e;
+  }
+}
+
+/**
+ * The shard of each tensor, from the tensors of each shard.
+ *
+ * @throws {FormatError} When two shards hold a tensor of the same name.
+ */
+function shardOf(shards: readonly string[], tensors: readonly (readonly { name: string }[])[]): Record<string, string> {
+  const map: Record<string, string> = {};
+  for (const [k, shard] of shards.entries()) {
+    for (const { name } of tensors[k]) {
+      if (Object.hasOwn(map, name)) {
+        throw new FormatError(`Tensor "${name}" would be written to both "${map[name]}" and "${shard}"`);
+      }
+      map[name] = shard;
+    }
+  }
+  return map;
+}
+
+/** Removes `path` and its parents up to `top`, while they are empty. */
+function removeEmptyDirectories(path: string, top: string): void {
+  for (let dir = resolve(path); dir.startsWith(resolve(top)); dir = dirname(dir)) {
+    try {
+      rmdirSync(dir);
+    } catch {
+      return; // not empty, or gone
+    }
   }
 }
 

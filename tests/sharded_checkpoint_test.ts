@@ -239,9 +239,32 @@ describe("sharded checkpoints", () => {
       breakIt(model);
       const out = join(model.dir, "int8");
       await assert.rejects(quantizeShardedCheckpoint(model.index, out), { name, message });
-      assert.deepEqual(existsSync(out) ? readdirSync(out) : [], []);
+      assert.equal(existsSync(out), false, "the output directory it created is gone");
     });
   }
+
+  test("a tensor named like another shard's scale is refused before any work, and other files stay", async () => {
+    const [[, a], [, b]] = modelTensors();
+    const model = writeModel([["w", a], ["w.scale", b]], [1, 1]);
+    const out = join(model.dir, "out");
+    mkdirSync(out);
+    writeFileSync(join(out, "notes.txt"), "mine");
+    await assert.rejects(quantizeShardedCheckpoint(model.index, out), {
+      name: "FormatError",
+      message: 'Tensor "w.scale" would be written to both "model-1-of-2.safetensors" and "model-2-of-2.safetensors"',
+    });
+    assert.deepEqual(readdirSync(out), ["notes.txt"]);
+  });
+
+  test("a file as the output directory is refused", async () => {
+    const model = writeModel(modelTensors(), [8]);
+    const file = join(model.dir, "afile");
+    writeFileSync(file, "");
+    await assert.rejects(quantizeShardedCheckpoint(model.index, file), {
+      name: "RangeError",
+      message: `Cannot write a sharded checkpoint into "${file}": it is a file, not a directory`,
+    });
+  });
 
   test("the input's own directory is refused as the output", async () => {
     const model = writeModel(modelTensors(), [4, 4]);
@@ -276,11 +299,18 @@ describe("sharded checkpoints", () => {
     );
   });
 
-  test("the CLI exits 2 for a file as the output of an index, and 1 for a bad index", async () => {
+  test("the CLI exits 2 for a file as the output of an index, and 1 for a bad index or output path", async () => {
     const model = writeModel(modelTensors(), [8]);
     await quiet(async () => {
       assert.equal(await main(["quantize", model.index, "-o", join(model.dir, "out.safetensors")]), 2);
       assert.equal(await main(["dequantize", model.index, "-o", join(model.dir, "out.arrows")]), 2);
+      assert.equal(
+        await main(["quantize", model.index, "-o", join(model.dir, "q", "model.safetensors.index.json")]),
+        2,
+      );
+      writeFileSync(join(model.dir, "afile"), "");
+      assert.equal(await main(["quantize", model.index, "-o", join(model.dir, "afile")]), 1);
+      assert.equal(await main(["quantize", model.full, "-o", join(model.dir, "afile", "out.safetensors")]), 1);
       rmSync(join(model.dir, "model", model.shards[0]));
       assert.equal(await main(["quantize", model.index, "-o", join(model.dir, "out")]), 1);
       assert.equal(await main(["inspect", model.index]), 1);
