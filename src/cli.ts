@@ -193,7 +193,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   // Header to renamed output, without the runtime's startup: what bench/pipeline_bench.ts compares with numpy.
   // The setting, not a count: a job with fewer tasks than that starts fewer workers.
   const threads = workers ? ` (--workers ${workers})` : "";
-  out(`Done in ${seconds.toFixed(3)} s${threads}: ${(inputBytes / seconds / 1e9).toFixed(2)} GB/s of tensor data.`);
+  out(`Done in ${seconds.toFixed(3)} s${threads}: ${rate(inputBytes / seconds)} of tensor data.`);
   const omitted = report.tensors.filter((t) => t.omitted);
   if (omitted.length) {
     console.error(
@@ -202,6 +202,13 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   }
   if (values.report) writeFileSync(values.report, JSON.stringify(report, null, 2) + "\n");
   return report;
+}
+
+/** Bytes per second, in GB/s from 1 GB/s up (the figure the benchmarks compare), in MB/s below. */
+function rate(bytesPerSecond: number): string {
+  return bytesPerSecond >= 1e9
+    ? `${(bytesPerSecond / 1e9).toFixed(2)} GB/s`
+    : `${(bytesPerSecond / 1e6).toFixed(1)} MB/s`;
 }
 
 async function demo(): Promise<void> {
