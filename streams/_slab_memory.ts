@@ -18,12 +18,17 @@ import { wasmKernels } from "../src/wasm_kernels.ts";
  */
 export class SlabMemory {
   readonly #slabBytes: number;
+  readonly #slots: number;
   /** JavaScript buffers, in the order the last job asked for them. */
   readonly #buffers: Uint8Array[] = [];
 
-  /** @param slabBytes Byte budget of one slab. */
-  constructor(slabBytes: number) {
+  /**
+   * @param slabBytes Byte budget of one slab.
+   * @param slots Slots of the jobs' rings.
+   */
+  constructor(slabBytes: number, slots: number = PIPELINE_RING_SLOTS) {
     this.#slabBytes = slabBytes;
+    this.#slots = slots;
   }
 
   /**
@@ -34,7 +39,8 @@ export class SlabMemory {
    */
   async run<T>(work: (reuseBuffers: Allocate) => Promise<T>): Promise<T> {
     const slab = this.#slabBytes;
-    const lease = wasmKernels()?.lease(4 * PIPELINE_RING_SLOTS * (slab + 512), slab);
+    // Input, re-read and output rings and the scratch, each with room for alignment.
+    const lease = wasmKernels()?.lease(4 * this.#slots * (slab + 512), slab);
     let next = 0;
     const buffers = this.#buffers;
     const reuse: Allocate = (byteLength) => {

@@ -13,7 +13,7 @@ import type { TensorReport } from "../src/report.ts";
 import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
 import { writeFully } from "./_pending_file.ts";
 import { SlabMemory } from "./_slab_memory.ts";
-import { quantizeSafetensors } from "./quantize_pipeline.ts";
+import { FILE_JOB_RING_SLOTS, startFileJob } from "./_file_job.ts";
 
 /** Consecutive input tensors and where their outputs go. */
 export interface TensorTask {
@@ -125,14 +125,14 @@ export async function runTensorTasks(
   try {
     // The temporary output exists: the main thread created it and wrote its header.
     const fd = output = openSync(job.outputPath, "r+");
-    const memory = new SlabMemory(slabBytes);
+    const memory = new SlabMemory(slabBytes, FILE_JOB_RING_SLOTS);
     for (let index = next(); index !== undefined; index = next()) {
       const task = tasks[index];
       let done = 0;
       try {
         // Each task's rings are new; they take the memory of the previous task's.
         await memory.run(async (reuseBuffers) => {
-          const quantized = await quantizeSafetensors(() => tensorWindow(job.inputPath, task.entries), {
+          const quantized = await startFileJob(() => tensorWindow(job.inputPath, task.entries), {
             config,
             slabBytes,
             reuseBuffers,
@@ -141,7 +141,9 @@ export async function runTensorTasks(
               done = bytes;
             },
           });
-          await quantized.output.pipeTo(tensorDataSink(fd, task));
+          const sink = tensorDataSink(fd, task);
+          for await (const piece of quantized.bytes) sink.write(piece);
+          sink.close();
           onTensor(index, quantized.report().tensors);
         });
       } catch (error) {
@@ -199,7 +201,7 @@ function tensorWindow(path: string, entries: readonly SafetensorsEntry[]): ByteS
  * @param task The task.
  * @returns The sink.
  */
-function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array> {
+function tensorDataSink(fd: number, task: TensorTask): { write(chunk: Uint8Array): void; close(): void } {
   const prefix = new Uint8Array(8);
   let prefixBytes = 0;
   let skip = -1; // header bytes still to skip, once the prefix is read
@@ -208,7 +210,7 @@ function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array
     new RangeError(
       `${names(task.entries)}: ${bytes} bytes of output, the header says ${task.outputBytes}`,
     );
-  return new WritableStream<Uint8Array>({
+  return {
     write(chunk) {
       let k = 0;
       while (skip < 0 && k < chunk.length) {
@@ -227,7 +229,7 @@ function tensorDataSink(fd: number, task: TensorTask): WritableStream<Uint8Array
     close() {
       if (written !== task.outputBytes) throw overflow(written);
     },
-  });
+  };
 }
 
 function names(entries: readonly SafetensorsEntry[]): string {

@@ -16,6 +16,7 @@ import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 import type { Allocate } from "../src/buffer_ring.ts";
 import { SlabMemory } from "./_slab_memory.ts";
+import { FILE_JOB_RING_SLOTS, startFileJob, writeFileJob } from "./_file_job.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
@@ -229,8 +230,17 @@ export async function quantizeFile(
     const { quantizeFileInParallel } = await import("./_parallel_file_job.ts");
     return await quantizeFileInParallel(inputPath, outputPath, options);
   }
+  const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
+  if (format === "safetensors") {
+    // Each piece is written before the next is made: rings of 2 buffers, which stay in cache.
+    return await new SlabMemory(slabBytes, FILE_JOB_RING_SLOTS).run(async (reuseBuffers) => {
+      const job = await startFileJob(inputPath, { ...options, reuseBuffers });
+      await writeFileJob(job, outputPath);
+      return job.report();
+    });
+  }
   // The file writer is done with each chunk when its write returns: buffers can be reused.
-  return await new SlabMemory(options.slabBytes ?? DEFAULT_SLAB_BYTES).run(async (reuseBuffers) => {
+  return await new SlabMemory(slabBytes).run(async (reuseBuffers) => {
     const job = await quantizeSafetensors(inputPath, { ...options, reuseBuffers, format });
     await job.output.pipeTo(writeFileAtomically(outputPath));
     return job.report();

@@ -3,16 +3,12 @@
  *
  * @module
  */
-import { type Allocate, allocatorOf, BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
-import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
-import { FormatError } from "../src/errors.ts";
-import { dtypeSize } from "../src/safetensors_header.ts";
-import { elementCount, type ModelReport, summarize, type TensorReport } from "../src/report.ts";
-import { planTensor } from "../src/tensor_plan.ts";
+import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { configOf, type QuantizeConfig } from "../src/config.ts";
+import { type ModelReport, summarize, type TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { pullTransform } from "../src/_pull_transform.ts";
-import { SlabWorkers } from "./_slab_workers.ts";
-import { type JobMemory, OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
+import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
 
 /** Options of {@linkcode QuantizeStream}. */
 export interface QuantizeStreamOptions {
@@ -43,48 +39,6 @@ export interface QuantizeStreamOptions {
 
 function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeConfig {
   return "global" in value && "tensors" in value && Array.isArray(value.tensors);
-}
-
-function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory): TensorJob {
-  const { tensor } = slab;
-  const plan = planTensor(tensor, optionsFor(config, tensor.name));
-  if (plan.kind === "skipped") return new SkipJob(tensor, plan);
-  const { kind: _, ...info } = plan;
-  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, memory) : new TwoPassJob(tensor, info, memory);
-}
-
-/**
- * The memory of a stream's jobs. The scratch comes from the same place as the
- * rings: inside the wasm kernels' memory under quantizeFile's lease, where
- * 16-bit slabs then decode with the wasm kernel and are quantized in place.
- */
-function jobMemory(reuseBuffers: boolean | Allocate | undefined): JobMemory {
-  const allocate = allocatorOf(reuseBuffers);
-  let scratch: Float32Array | undefined;
-  return {
-    outputs: reuseBuffers ? new BufferRing(PIPELINE_RING_SLOTS, allocate) : undefined,
-    scratch(length) {
-      if ((scratch?.length ?? 0) < length) {
-        const bytes = allocate(4 * length);
-        scratch = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length >> 2);
-      }
-      return scratch!.subarray(0, length);
-    },
-  };
-}
-
-function rawReport(chunk: RawChunk): TensorReport {
-  const bytes = elementCount(chunk.shape) * dtypeSize(chunk.dtype);
-  return {
-    name: chunk.name,
-    shape: chunk.shape,
-    dtype: chunk.dtype,
-    decision: "skipped",
-    reason: "not_float",
-    message: `dtype ${chunk.dtype} is not a float type`,
-    originalBytes: bytes,
-    quantizedBytes: bytes,
-  };
 }
 
 /**
@@ -137,7 +91,7 @@ export class QuantizeStream {
       this.#reports.push(r);
       options.onTensor?.(r);
     };
-    const memory = jobMemory(options.reuseBuffers);
+    const memory = jobMemory(options.reuseBuffers, PIPELINE_RING_SLOTS);
     ({ readable: this.readable, writable: this.writable } = pullTransform((input, cancelled) =>
       quantizeChunks(input, resolved, report, memory, workers, cancelled)
     ));
@@ -146,71 +100,5 @@ export class QuantizeStream {
   /** The report of the tensors finished so far (all of them once the readable closes). */
   get report(): ModelReport {
     return summarize(this.#reports);
-  }
-}
-
-/** A slab in a worker; `last` is the job it finishes, reported once its output is out. */
-interface Pending {
-  readonly ready: Promise<() => QuantizedSlab>;
-  readonly last?: TensorJob;
-}
-
-async function* quantizeChunks(
-  input: ReadableStream<Slab | RawChunk>,
-  config: QuantizeConfig,
-  report: (r: TensorReport) => void,
-  memory: JobMemory,
-  workerCount: number,
-  cancelled: AbortSignal,
-): AsyncGenerator<QuantizedSlab | RawChunk> {
-  let job: TensorJob | undefined;
-  let workers: SlabWorkers | undefined;
-  // Outputs of slabs in workers, in input order. Only worker outputs wait here: raw chunks and
-  // in-thread outputs may sit in reused buffers (the reader's, `outputs`), so they go out at once,
-  // after everything before them.
-  const pending: Pending[] = [];
-  const head = async (): Promise<QuantizedSlab> => {
-    const { ready, last } = pending.shift()!;
-    const out = (await ready)();
-    if (last) report(last.report());
-    workers!.released(out.data.buffer as ArrayBuffer);
-    return out;
-  };
-  const unfinished = (job: TensorJob) => new FormatError(`Tensor "${job.name}" ended before all its elements arrived`);
-  try {
-    for await (const chunk of input) {
-      // A cancel waits for the step under way, which may read a whole tensor's first pass: stop here instead.
-      if (cancelled.aborted) return;
-      if (chunk.kind === "raw") {
-        if (job) throw unfinished(job);
-        while (pending.length) yield await head();
-        if (chunk.offset === 0) report(rawReport(chunk));
-        yield chunk;
-        continue;
-      }
-      if (job && job.name !== chunk.tensor.name) throw unfinished(job);
-      job ??= startJob(chunk, config, memory);
-      if (workerCount > 0 && job instanceof OnePassJob) {
-        workers ??= new SlabWorkers(workerCount, memory.outputs !== undefined);
-        const ready = job.submit(chunk, workers);
-        // Awaited in turn; until then a rejection must not count as unhandled.
-        ready.catch(() => {});
-        pending.push({ ready, last: job.done ? job : undefined });
-        if (job.done) job = undefined;
-        while (pending.length > workerCount) yield await head();
-        continue;
-      }
-      while (pending.length) yield await head();
-      yield* job.accept(chunk);
-      if (job.done) {
-        report(job.report());
-        job = undefined;
-      }
-    }
-    if (job) throw unfinished(job);
-    while (pending.length) yield await head();
-  } finally {
-    job?.dispose();
-    workers?.close();
   }
 }

@@ -101,8 +101,8 @@ function asBytes(a: ArrayBufferView): Uint8Array {
 }
 
 /**
- * Encodes a safetensors file: emits the header first (every size is known
- * up front), then the data of each spec in order.
+ * Encodes a safetensors file, synchronously: the header first (every size is
+ * known up front), then the data of each spec in order, handed to a callback.
  *
  * A {@linkcode RawChunk} fills the spec of its name. A
  * {@linkcode QuantizedSlab} of tensor `NAME` fills `NAME` with its values
@@ -112,12 +112,204 @@ function asBytes(a: ArrayBufferView): Uint8Array {
  * order, each tensor's from offset 0 upwards; specs of zero bytes need no
  * chunk.
  *
+ * The bytes handed over may share memory with the chunks (8-bit values and raw
+ * bytes pass through uncopied).
+ *
+ * @example
+ * ```ts
+ * import { SafetensorsEncoder, parseSafetensorsHeader } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * const encoder = new SafetensorsEncoder([{ name: "ids", dtype: "I64", shape: [2], byteLength: 16 }], {});
+ * const parts = [encoder.header];
+ * encoder.write({ kind: "raw", name: "ids", dtype: "I64", shape: [2], offset: 0, bytes: new Uint8Array(16) }, (b) => {
+ *   parts.push(b.slice());
+ * });
+ * encoder.end();
+ * const file = Uint8Array.from(parts.flatMap((p) => [...p]));
+ * assert.equal(parseSafetensorsHeader(file, file.length).entries[0].name, "ids");
+ * ```
+ */
+export class SafetensorsEncoder {
+  /** The file's header: its 8-byte length, then the JSON. */
+  readonly header: Uint8Array;
+  readonly #specs: readonly OutputTensorSpec[];
+  readonly #index: Map<string, number>;
+  /** Index of the spec being filled. */
+  #current = 0;
+  /** Bytes of `specs[current]` written. */
+  #written = 0;
+  #quantized: QuantizedState | undefined;
+
+  /**
+   * Builds the header at once, so that bad specs fail before any data flows.
+   *
+   * @param specs The output tensors, in file order (use {@linkcode quantizedSpecs} for quantized tensors).
+   * @param metadata The header's `__metadata__` map.
+   * @throws {RangeError} When a spec is invalid (see `encodeSafetensorsHeader`).
+   * @throws {TypeError} When a metadata value is not a string.
+   */
+  constructor(specs: readonly OutputTensorSpec[], metadata: Readonly<Record<string, string>>) {
+    this.header = encodeSafetensorsHeader(specs, metadata);
+    this.#specs = specs;
+    this.#index = new Map(specs.map((s, i) => [s.name, i]));
+  }
+
+  /**
+   * Encodes a chunk.
+   *
+   * @param chunk A raw chunk or a quantized slab, in spec order.
+   * @param emit Called with each piece of data, in file order; done with it when it returns, or copies it.
+   * @throws {RangeError} When the chunk is out of order or does not fit its spec.
+   * @throws {TypeError} When it is neither a raw chunk nor a quantized slab.
+   */
+  write(chunk: QuantizedSlab | RawChunk, emit: (bytes: Uint8Array) => void): void {
+    if (chunk?.kind === "raw") this.#writeRaw(chunk, emit);
+    else if (chunk?.kind === "quantized") this.#writeQuantized(chunk, emit);
+    else {
+      throw new TypeError(
+        `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${
+          (chunk as { kind?: unknown } | undefined)?.kind
+        }`,
+      );
+    }
+  }
+
+  /**
+   * Checks that every spec was filled.
+   *
+   * @throws {RangeError} When the input ended early.
+   */
+  end(): void {
+    const q = this.#quantized;
+    if (q !== undefined) fail(q.info.name, `the input ended after ${q.elements} of ${q.numel} elements`);
+    const specs = this.#specs;
+    for (let i = this.#current; i < specs.length; i++) {
+      const done = i === this.#current ? this.#written : 0;
+      if (done !== specs[i].byteLength) {
+        fail(specs[i].name, `the input ended after ${done} of ${specs[i].byteLength} bytes`);
+      }
+    }
+  }
+
+  /** Moves `current` to the spec named `name`, which must be next (only empty specs may be passed over). */
+  #seek(name: string): void {
+    const target = this.#index.get(name);
+    if (target === undefined) fail(name, "it is not among the output tensors");
+    if (target === this.#current) return;
+    const specs = this.#specs;
+    if (target! < this.#current) fail(name, `its data already ended; now writing "${specs[this.#current]?.name}"`);
+    for (let i = this.#current; i < target!; i++) {
+      const done = i === this.#current ? this.#written : 0;
+      if (done !== specs[i].byteLength) {
+        fail(
+          name,
+          `it came before the data of "${specs[i].name}" was complete (${done} of ${specs[i].byteLength} bytes)`,
+        );
+      }
+    }
+    this.#current = target!;
+    this.#written = 0;
+  }
+
+  #emit(name: string, bytes: Uint8Array, emit: (bytes: Uint8Array) => void): void {
+    const spec = this.#specs[this.#current];
+    if (this.#written + bytes.length > spec.byteLength) {
+      fail(name, `${this.#written + bytes.length} bytes of data, the header says ${spec.byteLength}`);
+    }
+    this.#written += bytes.length;
+    if (bytes.length > 0) emit(bytes);
+  }
+
+  /** The next spec, for the scale and zero-point tensors that follow `NAME` (checked in #startQuantized). */
+  #next(): void {
+    this.#current++;
+    this.#written = 0;
+  }
+
+  #writeRaw(chunk: RawChunk, emit: (bytes: Uint8Array) => void): void {
+    if (this.#quantized !== undefined) fail(chunk.name, `it came before "${this.#quantized.info.name}" was complete`);
+    this.#seek(chunk.name);
+    const spec = this.#specs[this.#current];
+    if (chunk.dtype !== spec.dtype) fail(chunk.name, `chunk dtype ${chunk.dtype}, the header says ${spec.dtype}`);
+    if (chunk.offset !== this.#written) {
+      fail(chunk.name, `chunk at byte ${chunk.offset}, expected byte ${this.#written}`);
+    }
+    this.#emit(chunk.name, chunk.bytes, emit);
+  }
+
+  #startQuantized(info: QuantizedTensorInfo): QuantizedState {
+    this.#seek(info.name);
+    const expected = quantizedSpecs(info);
+    for (let k = 0; k < expected.length; k++) {
+      const e = expected[k];
+      const s = this.#specs[this.#current + k];
+      if (
+        s === undefined || s.name !== e.name || s.dtype !== e.dtype || s.byteLength !== e.byteLength ||
+        s.shape.length !== e.shape.length || s.shape.some((d, i) => d !== e.shape[i])
+      ) {
+        fail(
+          info.name,
+          `output spec ${this.#current + k} is ${JSON.stringify(s)}, the quantized tensor needs ${JSON.stringify(e)}`,
+        );
+      }
+    }
+    const blocks = product(info.scaleShape);
+    const scaleElementSize = info.scaleDType === "float32" ? 4 : 2;
+    return {
+      info,
+      numel: product(info.shape),
+      packed: bitsOf(info.dtype) === 4,
+      elements: 0,
+      pendingNibble: -1,
+      scale: new Uint8Array(blocks * scaleElementSize),
+      scaleElementSize,
+      zeroPoint: storesZeroPoint(info.dtype, info.mode) ? new Uint8Array(blocks) : undefined,
+      scales: 0,
+    };
+  }
+
+  #writeQuantized(slab: QuantizedSlab, emit: (bytes: Uint8Array) => void): void {
+    const name = slab.tensor.name;
+    if (this.#quantized !== undefined && this.#quantized.info.name !== name) {
+      fail(name, `it came before "${this.#quantized.info.name}" was complete`);
+    }
+    const q = this.#quantized ??= this.#startQuantized(slab.tensor);
+    if (slab.offset !== q.elements) fail(name, `slab at element ${slab.offset}, expected element ${q.elements}`);
+    if (q.elements + slab.data.length > q.numel) {
+      fail(name, `${q.elements + slab.data.length} elements, the shape ${JSON.stringify(q.info.shape)} has ${q.numel}`);
+    }
+    gatherScales(q, slab);
+    q.elements += slab.data.length;
+    this.#emit(name, q.packed ? packNibbles(q, slab.data) : asBytes(slab.data), emit);
+    if (q.elements < q.numel) return;
+    if (q.pendingNibble >= 0) this.#emit(name, new Uint8Array([q.pendingNibble]), emit);
+    const blocks = q.scale.length / q.scaleElementSize;
+    if (q.scales !== blocks) fail(name, `all ${q.numel} elements came with ${q.scales} of ${blocks} scales`);
+    this.#quantized = undefined;
+    this.#next();
+    this.#emit(`${name}.scale`, q.scale, emit);
+    if (q.zeroPoint !== undefined) {
+      this.#next();
+      this.#emit(`${name}.zero_point`, q.zeroPoint, emit);
+    }
+  }
+}
+
+function fail(name: string, detail: string): never {
+  throw new RangeError(`Cannot write tensor "${name}": ${detail}`);
+}
+
+/**
+ * Encodes a safetensors file as a stream: emits the header first (every size
+ * is known up front), then the data of each spec in order, as
+ * {@linkcode SafetensorsEncoder} does.
+ *
  * Output chunks may share memory with the input chunks (8-bit values and raw
  * bytes pass through uncopied): a producer hands its buffers over and must
  * not reuse them, unless the consumer is done with each chunk before the
  * producer makes more than a few new ones, as a synchronous file writer such
- * as {@linkcode writeFileAtomically} is (`quantizeFile` and `dequantizeFile`
- * reuse a ring of 8 buffers on that ground).
+ * as {@linkcode writeFileAtomically} is (`quantizeSafetensors` and
+ * `dequantizeFile` reuse a ring of 8 buffers on that ground).
  *
  * @example
  * ```ts
@@ -144,142 +336,11 @@ export class SafetensorsEncodeStream extends TransformStream<QuantizedSlab | Raw
    * @throws {TypeError} When a metadata value is not a string.
    */
   constructor(specs: readonly OutputTensorSpec[], metadata: Readonly<Record<string, string>>) {
-    const header = encodeSafetensorsHeader(specs, metadata);
-    const index = new Map(specs.map((s, i) => [s.name, i]));
-    let current = 0; // index of the spec being filled
-    let written = 0; // bytes of specs[current] written
-    let quantized: QuantizedState | undefined;
-
-    const fail = (name: string, detail: string): never => {
-      throw new RangeError(`Cannot write tensor "${name}": ${detail}`);
-    };
-
-    /** Moves `current` to the spec named `name`, which must be next (only empty specs may be passed over). */
-    const seek = (name: string) => {
-      const target = index.get(name);
-      if (target === undefined) fail(name, "it is not among the output tensors");
-      if (target === current) return;
-      if (target! < current) fail(name, `its data already ended; now writing "${specs[current]?.name}"`);
-      for (let i = current; i < target!; i++) {
-        const done = i === current ? written : 0;
-        if (done !== specs[i].byteLength) {
-          fail(
-            name,
-            `it came before the data of "${specs[i].name}" was complete (${done} of ${specs[i].byteLength} bytes)`,
-          );
-        }
-      }
-      current = target!;
-      written = 0;
-    };
-
-    const emit = (controller: TransformStreamDefaultController<Uint8Array>, name: string, bytes: Uint8Array) => {
-      const spec = specs[current];
-      if (written + bytes.length > spec.byteLength) {
-        fail(name, `${written + bytes.length} bytes of data, the header says ${spec.byteLength}`);
-      }
-      written += bytes.length;
-      if (bytes.length > 0) controller.enqueue(bytes);
-    };
-
-    const writeRaw = (controller: TransformStreamDefaultController<Uint8Array>, chunk: RawChunk) => {
-      if (quantized !== undefined) fail(chunk.name, `it came before "${quantized.info.name}" was complete`);
-      seek(chunk.name);
-      const spec = specs[current];
-      if (chunk.dtype !== spec.dtype) fail(chunk.name, `chunk dtype ${chunk.dtype}, the header says ${spec.dtype}`);
-      if (chunk.offset !== written) fail(chunk.name, `chunk at byte ${chunk.offset}, expected byte ${written}`);
-      emit(controller, chunk.name, chunk.bytes);
-    };
-
-    const startQuantized = (info: QuantizedTensorInfo): QuantizedState => {
-      seek(info.name);
-      const expected = quantizedSpecs(info);
-      for (let k = 0; k < expected.length; k++) {
-        const e = expected[k];
-        const s = specs[current + k];
-        if (
-          s === undefined || s.name !== e.name || s.dtype !== e.dtype || s.byteLength !== e.byteLength ||
-          s.shape.length !== e.shape.length || s.shape.some((d, i) => d !== e.shape[i])
-        ) {
-          fail(
-            info.name,
-            `output spec ${current + k} is ${JSON.stringify(s)}, the quantized tensor needs ${JSON.stringify(e)}`,
-          );
-        }
-      }
-      const blocks = product(info.scaleShape);
-      const scaleElementSize = info.scaleDType === "float32" ? 4 : 2;
-      return {
-        info,
-        numel: product(info.shape),
-        packed: bitsOf(info.dtype) === 4,
-        elements: 0,
-        pendingNibble: -1,
-        scale: new Uint8Array(blocks * scaleElementSize),
-        scaleElementSize,
-        zeroPoint: storesZeroPoint(info.dtype, info.mode) ? new Uint8Array(blocks) : undefined,
-        scales: 0,
-      };
-    };
-
-    const writeQuantized = (controller: TransformStreamDefaultController<Uint8Array>, slab: QuantizedSlab) => {
-      const name = slab.tensor.name;
-      if (quantized !== undefined && quantized.info.name !== name) {
-        fail(name, `it came before "${quantized.info.name}" was complete`);
-      }
-      const q = quantized ??= startQuantized(slab.tensor);
-      if (slab.offset !== q.elements) fail(name, `slab at element ${slab.offset}, expected element ${q.elements}`);
-      if (q.elements + slab.data.length > q.numel) {
-        fail(
-          name,
-          `${q.elements + slab.data.length} elements, the shape ${JSON.stringify(q.info.shape)} has ${q.numel}`,
-        );
-      }
-      gatherScales(q, slab);
-      q.elements += slab.data.length;
-      emit(controller, name, q.packed ? packNibbles(q, slab.data) : asBytes(slab.data));
-      if (q.elements < q.numel) return;
-      if (q.pendingNibble >= 0) emit(controller, name, new Uint8Array([q.pendingNibble]));
-      const blocks = q.scale.length / q.scaleElementSize;
-      if (q.scales !== blocks) fail(name, `all ${q.numel} elements came with ${q.scales} of ${blocks} scales`);
-      quantized = undefined;
-      // The scale and zero-point specs follow NAME (checked in startQuantized).
-      current++;
-      written = 0;
-      emit(controller, `${name}.scale`, q.scale);
-      if (q.zeroPoint !== undefined) {
-        current++;
-        written = 0;
-        emit(controller, `${name}.zero_point`, q.zeroPoint);
-      }
-    };
-
+    const encoder = new SafetensorsEncoder(specs, metadata);
     super({
-      start(controller) {
-        controller.enqueue(header);
-      },
-      transform(chunk, controller) {
-        if (chunk?.kind === "raw") writeRaw(controller, chunk);
-        else if (chunk?.kind === "quantized") writeQuantized(controller, chunk);
-        else {
-          throw new TypeError(
-            `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${
-              (chunk as { kind?: unknown } | undefined)?.kind
-            }`,
-          );
-        }
-      },
-      flush() {
-        if (quantized !== undefined) {
-          fail(quantized.info.name, `the input ended after ${quantized.elements} of ${quantized.numel} elements`);
-        }
-        for (let i = current; i < specs.length; i++) {
-          const done = i === current ? written : 0;
-          if (done !== specs[i].byteLength) {
-            fail(specs[i].name, `the input ended after ${done} of ${specs[i].byteLength} bytes`);
-          }
-        }
-      },
+      start: (controller) => controller.enqueue(encoder.header),
+      transform: (chunk, controller) => encoder.write(chunk, (bytes) => controller.enqueue(bytes)),
+      flush: () => encoder.end(),
     });
   }
 }

@@ -28,13 +28,22 @@ export interface ReadSafetensorsOptions {
   /**
    * Read into a ring of reused buffers instead of fresh memory per chunk (much
    * faster: fresh pages are expensive). A chunk's memory is then overwritten
-   * once 7 further chunks have been read: only
+   * once `ringSlots - 1` further chunks have been read: only
    * for consumers that are done with each chunk (or copy it) by then, as
    * `quantizeFile` is.
    * A function instead of `true` says where the buffers' memory comes from.
    * @default {false}
    */
   reuseBuffers?: boolean | Allocate;
+  /**
+   * Buffers in the rings of `reuseBuffers` (the input's, and the re-read
+   * ring of two-pass tensors): at least 2. The default covers the chunks a
+   * chain of streams can hold in flight; a consumer that is done with each
+   * chunk before it reads the next, such as a loop writing each to a file,
+   * needs 2, which stay in cache better.
+   * @default {8}
+   */
+  ringSlots?: number;
 }
 
 /** A safetensors checkpoint opened for streaming. */
@@ -103,7 +112,7 @@ interface PieceReader {
  * @param input A file path, the file's bytes, a stream of them, or a function opening a source of them.
  * @param options Slab budget.
  * @returns The header and the stream of slabs and raw chunks.
- * @throws {RangeError} When `slabBytes` is not a positive integer.
+ * @throws {RangeError} When `slabBytes` is not a positive integer, or `ringSlots` is not an integer of at least 2.
  * @throws {FormatError} When the header is malformed (the promise rejects);
  *   the `chunks` stream errors with a FormatError naming the tensor and byte
  *   positions when the data is truncated or followed by extra bytes.
@@ -116,8 +125,11 @@ export async function readSafetensors(
   if (!Number.isSafeInteger(slabBytes) || slabBytes < 1) {
     throw new RangeError(`slabBytes must be a positive integer, got ${slabBytes}`);
   }
-  const { reuseBuffers } = options;
-  const buffers = reuseBuffers ? () => new BufferRing(PIPELINE_RING_SLOTS, allocatorOf(reuseBuffers)) : undefined;
+  const { reuseBuffers, ringSlots = PIPELINE_RING_SLOTS } = options;
+  if (!Number.isInteger(ringSlots) || ringSlots < 2) {
+    throw new RangeError(`ringSlots must be an integer of at least 2, got ${ringSlots}`);
+  }
+  const buffers = reuseBuffers ? () => new BufferRing(ringSlots, allocatorOf(reuseBuffers)) : undefined;
   if (typeof input === "string") {
     return openRandomAccess(() => openFileSource(input), slabBytes, buffers);
   }

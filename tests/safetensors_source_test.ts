@@ -375,8 +375,33 @@ test("readSafetensors validates its arguments", async () => {
       message: `slabBytes must be a positive integer, got ${slabBytes}`,
     });
   }
+  for (const ringSlots of [1, 2.5, Number.NaN]) {
+    await assert.rejects(readSafetensors(FILE, { reuseBuffers: true, ringSlots }), {
+      name: "RangeError",
+      message: `ringSlots must be an integer of at least 2, got ${ringSlots}`,
+    });
+  }
   await assert.rejects(readSafetensors(42 as unknown as string), TypeError);
   const missing = tempPath("missing");
   await assert.rejects(readSafetensors(missing), { code: "ENOENT" });
   assert.equal(existsSync(missing), false);
+});
+
+test("a ring of ringSlots buffers takes turns, each chunk whole until the next is read", async () => {
+  const rows = Float32Array.from({ length: 8 * 4 }, (_, i) => i);
+  const file = buildFile([{ name: "w", dtype: "F32", shape: [8, 4], bytes: bytesOf(rows) }]);
+  for (const ringSlots of [2, 3]) {
+    const buffers: ArrayBufferLike[] = [];
+    const seen: number[] = [];
+    const chunks = (await readSafetensors(file, { slabBytes: 16, reuseBuffers: true, ringSlots })).chunks;
+    for await (const chunk of chunks) {
+      assert.equal(chunk.kind, "slab");
+      const data = (chunk as Slab).data as Float32Array;
+      seen.push(...data); // used up before the next read, as a file writer does
+      buffers.push(data.buffer);
+    }
+    assert.deepEqual(seen, [...rows], `${ringSlots} slots`);
+    assert.equal(new Set(buffers).size, ringSlots, `${ringSlots} slots`);
+    assert.ok(buffers.every((b, k) => b === buffers[k % ringSlots]), `${ringSlots} slots, in turn`);
+  }
 });
