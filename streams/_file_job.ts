@@ -6,7 +6,7 @@
  * Only one chunk is then in flight at a time, so the rings of reused buffers
  * need 2 slots, where a chain of streams, which may hold several chunks in its
  * queues, needs more (tests fail with 2 in Bun). Fewer buffers stay in cache:
- * a 1 GiB job took 8% less time (bench/RESULTS.md, Addendum 7).
+ * a 1 GiB job took 10-15% less time (bench/RESULTS.md, Addendum 7).
  *
  * @module
  */
@@ -38,7 +38,7 @@ export interface FileJob {
   readonly bytes: AsyncGenerator<Uint8Array>;
   /** The report of the tensors done so far (all, once `bytes` is done). */
   report(): ModelReport;
-  /** Closes the input of a job whose bytes were never asked for. */
+  /** Stops the job and closes its input, whether or not its bytes were asked for. */
   cancel(reason?: unknown): Promise<void>;
 }
 
@@ -84,9 +84,9 @@ export async function startFileJob(
   async function* counted(): AsyncGenerator<Slab | RawChunk> {
     let done = 0;
     for await (const chunk of chunks) {
-      yield chunk;
       done += chunk.kind === "raw" ? chunk.bytes.byteLength : chunk.data.byteLength;
       options.onProgress?.(done, total);
+      yield chunk;
     }
   }
   async function* bytes(): AsyncGenerator<Uint8Array> {
@@ -101,7 +101,17 @@ export async function startFileJob(
     }
     encoder.end();
   }
-  return { header, bytes: bytes(), report: () => summarize(reports), cancel: (reason) => chunks.cancel(reason) };
+  const output = bytes();
+  return {
+    header,
+    bytes: output,
+    report: () => summarize(reports),
+    async cancel(reason) {
+      // Started, the generators' loops end and cancel the input; never started, the input is still to cancel.
+      await output.return(undefined);
+      if (!chunks.locked) await chunks.cancel(reason);
+    },
+  };
 }
 
 /**

@@ -167,9 +167,9 @@ export class SafetensorsEncoder {
     else if (chunk?.kind === "quantized") this.#writeQuantized(chunk, emit);
     else {
       throw new TypeError(
-        `SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind ${
+        `Cannot encode a chunk of kind ${
           (chunk as { kind?: unknown } | undefined)?.kind
-        }`,
+        }: a safetensors encoder takes raw chunks and quantized slabs`,
       );
     }
   }

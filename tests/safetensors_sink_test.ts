@@ -322,7 +322,7 @@ test("SafetensorsEncodeStream rejects chunks that do not match the specs", async
   );
   await assert.rejects(encode(specs, [{ kind: "other" } as unknown as Chunk]), {
     name: "TypeError",
-    message: "SafetensorsEncodeStream expects raw chunks or quantized slabs, got kind other",
+    message: "Cannot encode a chunk of kind other: a safetensors encoder takes raw chunks and quantized slabs",
   });
 });
 
