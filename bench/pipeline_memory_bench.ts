@@ -8,6 +8,10 @@
  * float32 tensors (256 MiB), int8 per channel. Runs are interleaved, best
  * of N after a warmup; ratios are elements/s of pipeline over kernel.
  *
+ * A third case drives the same stages as `quantizeFile` does for a
+ * safetensors output (streams/_file_job.ts): as async generators, each piece
+ * consumed before the next is made, with rings of 2 buffers instead of 8.
+ *
  * bench/pipeline_bench.ts measures the same pipeline from a file to a file;
  * this one says how much of the gap to the kernel is the pipeline itself.
  *
@@ -25,6 +29,8 @@ import { parseArgs } from "node:util";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
 import { quantizeTensor } from "../src/quantize_tensor.ts";
 import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
+import { memorySource } from "../src/byte_source.ts";
+import { FILE_JOB_RING_SLOTS, startFileJob } from "../streams/_file_job.ts";
 import { SlabMemory } from "../streams/_slab_memory.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { DEFAULT_SLAB_BYTES } from "../streams/safetensors_source.ts";
@@ -71,8 +77,9 @@ function kernel(): number {
   return sum;
 }
 
-// As quantizeFile runs it: slab rings lent by the wasm kernels' memory, so that the kernels work in place.
+// Slab rings lent by the wasm kernels' memory, so that the kernels work in place, as in quantizeFile.
 const memory = new SlabMemory(DEFAULT_SLAB_BYTES);
+const fileJobMemory = new SlabMemory(DEFAULT_SLAB_BYTES, FILE_JOB_RING_SLOTS);
 function pipeline(format: "arrows" | "safetensors"): Promise<number> {
   return memory.run(async (reuseBuffers) => {
     const job = await quantizeSafetensors(file, { format, reuseBuffers });
@@ -82,10 +89,20 @@ function pipeline(format: "arrows" | "safetensors"): Promise<number> {
   });
 }
 
+function fileJob(): Promise<number> {
+  return fileJobMemory.run(async (reuseBuffers) => {
+    const job = await startFileJob(() => memorySource(file), { reuseBuffers });
+    let bytes = 0;
+    for await (const piece of job.bytes) bytes += piece.byteLength;
+    return bytes;
+  });
+}
+
 const cases = {
   kernel: () => Promise.resolve(kernel()),
   "pipeline .arrows": () => pipeline("arrows"),
   "pipeline .safetensors": () => pipeline("safetensors"),
+  "file job .safetensors": fileJob,
 } as const;
 type Case = keyof typeof cases;
 const times = new Map<Case, number[]>(Object.keys(cases).map((c) => [c as Case, []]));
