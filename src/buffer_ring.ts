@@ -60,3 +60,11 @@ export function allocatorOf(reuseBuffers: boolean | Allocate | undefined): Alloc
 
 /** Slots of the rings the quantize pipeline uses: more than the chunks its streams can hold in flight. */
 export const PIPELINE_RING_SLOTS = 8;
+
+/**
+ * Slots of the rings of a job whose consumer is done with each chunk before it
+ * asks for the next, such as a loop writing each piece to a file
+ * (streams/_file_job.ts): one chunk in use, one being read. Fewer buffers stay
+ * in cache (bench/RESULTS.md, Addendum 7).
+ */
+export const FILE_JOB_RING_SLOTS = 2;

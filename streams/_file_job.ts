@@ -11,7 +11,7 @@
  * @module
  */
 import type { ByteSource } from "../src/byte_source.ts";
-import type { Allocate } from "../src/buffer_ring.ts";
+import { type Allocate, FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ModelReport, summarize, type TensorReport } from "../src/report.ts";
 import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { RawChunk, Slab } from "../src/types.ts";
@@ -22,9 +22,6 @@ import { PendingFile } from "./_pending_file.ts";
 import { type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
 import { SafetensorsEncoder } from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
-
-/** Slots of a file job's rings: one chunk in use, one being read. */
-export const FILE_JOB_RING_SLOTS = 2;
 
 /** A quantization into safetensors bytes, pulled by the caller. */
 export interface FileJob {

@@ -13,7 +13,8 @@ import type { TensorReport } from "../src/report.ts";
 import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
 import { writeFully } from "./_pending_file.ts";
 import { SlabMemory } from "./_slab_memory.ts";
-import { FILE_JOB_RING_SLOTS, startFileJob } from "./_file_job.ts";
+import { startFileJob } from "./_file_job.ts";
+import { FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 
 /** Consecutive input tensors and where their outputs go. */
 export interface TensorTask {

@@ -5,7 +5,7 @@
  * @module
  */
 import { BlockLayout } from "../src/block_layout.ts";
-import { BufferRing, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
+import { BufferRing, FILE_JOB_RING_SLOTS, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
 import { dequantizeValues } from "../src/dequantize_kernel.ts";
 import { isArrowIPC } from "../src/_file_kind.ts";
@@ -25,7 +25,8 @@ import {
 import type { RawChunk } from "../src/types.ts";
 import { DEFAULT_SLAB_BYTES } from "./safetensors_source.ts";
 import { QUANTFLOW_METADATA_KEY, type QuantizedTensorRecord } from "./quantize_pipeline.ts";
-import { type OutputTensorSpec, SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
+import { type OutputTensorSpec, SafetensorsEncoder, writeFileAtomically } from "./safetensors_sink.ts";
+import { PendingFile } from "./_pending_file.ts";
 
 /** Options of {@linkcode dequantizeFile}. */
 export interface DequantizeFileOptions {
@@ -128,13 +129,14 @@ async function* dequantizedChunks(
   header: SafetensorsHeader,
   records: Record<string, QuantizedTensorRecord>,
   slabBytes: number,
+  ringSlots: number,
 ): AsyncGenerator<RawChunk> {
   const byName = new Map(header.entries.map((e) => [e.name, e]));
   const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
-  // The file writer is done with each chunk before PIPELINE_RING_SLOTS more are made (as in quantizeFile): chunks
+  // The file writer is done with each chunk before `ringSlots - 1` more are made (as in quantizeFile): chunks
   // come from a ring of reused buffers, and the quantized bytes and 16-bit intermediates from scratch buffers
   // consumed at once. Fresh memory for each slab cost more than dequantizing it (1 GiB: ~1 s of page faults).
-  const ring = new BufferRing(PIPELINE_RING_SLOTS);
+  const ring = new BufferRing(ringSlots);
   let stored = new Uint8Array(0);
   let unpacked = new Uint8Array(0);
   let scratch = new Float32Array(0);
@@ -242,7 +244,6 @@ export async function dequantizeFile(
     const records = quantizationRecords(header);
     checkRecords(header, records);
     const auxiliary = new Set(Object.keys(records).flatMap((n) => [`${n}.scale`, `${n}.zero_point`]));
-    const chunks = ReadableStream.from(dequantizedChunks(source, header, records, slabBytes));
     if (outputPath.endsWith(".arrows")) {
       const other = header.entries.filter((e) => !records[e.name] && !auxiliary.has(e.name) && !floatDTypeOf(e.dtype));
       if (other.length) {
@@ -253,7 +254,10 @@ export async function dequantizeFile(
         );
       }
       const { ArrowIpcEncodeStream } = await import("./arrow_ipc_encode_stream.ts");
-      await chunks.pipeThrough(new ArrowIpcEncodeStream()).pipeTo(writeFileAtomically(outputPath));
+      // Through streams, whose queues may hold several chunks: the rings' default size.
+      await ReadableStream.from(dequantizedChunks(source, header, records, slabBytes, PIPELINE_RING_SLOTS))
+        .pipeThrough(new ArrowIpcEncodeStream())
+        .pipeTo(writeFileAtomically(outputPath));
       return Object.keys(records).length;
     }
     const specs: OutputTensorSpec[] = header.entries.filter((e) => !auxiliary.has(e.name)).map((e) => {
@@ -268,9 +272,21 @@ export async function dequantizeFile(
       };
     });
     const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
-    await chunks
-      .pipeThrough(new SafetensorsEncodeStream(specs, metadata))
-      .pipeTo(writeFileAtomically(outputPath));
+    const encoder = new SafetensorsEncoder(specs, metadata);
+    // Each piece is written before the next chunk is made, as in quantizeFile: rings of 2 buffers suffice.
+    const file = new PendingFile(outputPath);
+    try {
+      file.write(encoder.header);
+      const write = (bytes: Uint8Array) => file.write(bytes);
+      for await (const chunk of dequantizedChunks(source, header, records, slabBytes, FILE_JOB_RING_SLOTS)) {
+        encoder.write(chunk, write);
+      }
+      encoder.end();
+      file.commit(true);
+    } catch (e) {
+      file.discard();
+      throw e;
+    }
     return Object.keys(records).length;
   } finally {
     source.close();

@@ -14,9 +14,9 @@ import { QuantizeStream } from "./quantize_stream.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
-import type { Allocate } from "../src/buffer_ring.ts";
+import { type Allocate, FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { SlabMemory } from "./_slab_memory.ts";
-import { FILE_JOB_RING_SLOTS, startFileJob, writeFileJob } from "./_file_job.ts";
+import { startFileJob, writeFileJob } from "./_file_job.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
