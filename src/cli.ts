@@ -47,11 +47,12 @@ Usage:
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
   quantflow dequantize IN.safetensors|IN.arrows -o OUT.safetensors|OUT.arrows
   quantflow inspect FILE.safetensors|FILE.arrows [--json]
-  A sharded checkpoint (IN = model.safetensors.index.json) is quantized or dequantized shard by shard into a
-  directory (-o DIR): the shards under their names, and a new index. inspect lists every shard.
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
   quantflow serve [--port 8787] [--host 127.0.0.1] [--max-body BYTES] [--max-concurrent N]
   quantflow demo                         quantize a tiny GPT-2 checkpoint and print the report
+
+A sharded checkpoint (IN = model.safetensors.index.json) is quantized or dequantized shard by shard into a
+directory (-o DIR): the shards under their names, and a new index. inspect lists every shard.
 `;
 
 /** Bad usage: exit 2. */
