@@ -132,6 +132,19 @@ function oneInput(positionals: string[], command: string): string {
   return positionals[0];
 }
 
+/**
+ * Whether the input is a sharded checkpoint's index, whose output is a directory.
+ *
+ * @throws {UsageError} When it is, and the output names a file.
+ */
+function isSharded(input: string, output: string): boolean {
+  if (!isShardIndexPath(input)) return false;
+  if (/\.(safetensors|arrows|json)$/.test(output)) {
+    throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
+  }
+  return true;
+}
+
 function requireOutput(values: { output?: string }, command: string): string {
   if (!values.output) throw new UsageError(`${command} needs -o OUT`);
   return values.output;
@@ -164,10 +177,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const { values, positionals } = parseArgs({ args, options: QUANTIZE_FLAGS, allowPositionals: true });
   const input = oneInput(positionals, "quantize");
   const output = requireOutput(values, "quantize");
-  const sharded = isShardIndexPath(input);
-  if (sharded && /\.(safetensors|arrows|json)$/.test(output)) {
-    throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
-  }
+  const sharded = isSharded(input, output);
   const config = configFrom(values);
   if (values["js-kernels"]) setWasmKernelsEnabled(false);
   const bar = new ProgressBar("quantizing");
@@ -207,9 +217,9 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
 
 /** Bytes per second, in GB/s from 1 GB/s up (the figure the benchmarks compare), in MB/s below. */
 function rate(bytesPerSecond: number): string {
-  return bytesPerSecond >= 1e9
-    ? `${(bytesPerSecond / 1e9).toFixed(2)} GB/s`
-    : `${(bytesPerSecond / 1e6).toFixed(1)} MB/s`;
+  const mb = bytesPerSecond / 1e6;
+  // From 999.95 MB/s on: "1000.0 MB/s" would read oddly.
+  return mb >= 999.95 ? `${(mb / 1e3).toFixed(2)} GB/s` : `${mb.toFixed(1)} MB/s`;
 }
 
 async function demo(): Promise<void> {
@@ -259,11 +269,7 @@ export async function main(args: string[]): Promise<number> {
         });
         const input = oneInput(positionals, "dequantize");
         const output = requireOutput(values, "dequantize");
-        const sharded = isShardIndexPath(input);
-        if (sharded && /\.(safetensors|arrows|json)$/.test(output)) {
-          throw new UsageError(`${input} is a sharded checkpoint: -o names a directory for its shards and index`);
-        }
-        const count = await (sharded ? dequantizeShardedCheckpoint : dequantizeFile)(input, output);
+        const count = await (isSharded(input, output) ? dequantizeShardedCheckpoint : dequantizeFile)(input, output);
         console.log(`Dequantized ${count} tensors into ${output}`);
         return 0;
       }

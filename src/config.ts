@@ -97,3 +97,27 @@ function definedOnly(options: QuantizeOptions): QuantizeOptions {
 export function configOf(options: QuantizeOptions = {}): QuantizeConfig {
   return { global: resolveQuantizeOptions(options), tensors: [] };
 }
+
+/**
+ * A configuration from either form callers give: plain options (for every
+ * tensor), or a configuration with per-tensor overrides as is.
+ *
+ * @example
+ * ```ts
+ * import { parseConfig, resolveConfig } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(resolveConfig({ dtype: "int4" }).global.dtype, "int4");
+ * const config = parseConfig({ tensors: { "lm_head.*": null } });
+ * assert.equal(resolveConfig(config), config);
+ * ```
+ *
+ * @param config Plain options, a parsed configuration, or nothing.
+ * @returns The configuration.
+ * @throws {ConfigError} When a plain option is invalid.
+ */
+export function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
+  return config && "global" in config && "tensors" in config
+    ? config as QuantizeConfig
+    : configOf(config as QuantizeOptions);
+}

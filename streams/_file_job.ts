@@ -19,7 +19,8 @@ import { bunGcHint } from "../src/_bun_gc_hint.ts";
 import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { PendingFile } from "./_pending_file.ts";
-import { type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { resolveConfig } from "../src/config.ts";
+import type { QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { SafetensorsEncoder } from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
 

@@ -15,7 +15,8 @@ import { outputPlan } from "./_output_plan.ts";
 import { PendingFile } from "./_pending_file.ts";
 import type { TensorTasksMessage, TensorTasksReply } from "./_tensor_task_worker.ts";
 import { runTensorTasks, SharedJobState, TaskFailure, type TensorTask, type TensorTasks } from "./_tensor_tasks.ts";
-import { type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { resolveConfig } from "../src/config.ts";
+import type { QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 
 type OnTensor = (index: number, reports: readonly TensorReport[]) => void;

@@ -39,8 +39,9 @@ export class SlabMemory {
    */
   async run<T>(work: (reuseBuffers: Allocate) => Promise<T>): Promise<T> {
     const slab = this.#slabBytes;
-    // The input, re-read and output rings, and the 16-bit decoding scratch (two slabs' bytes as float32), each
-    // with room for alignment; plus a larger scratch, should a later tensor need one (the arena does not free).
+    // In slabs (each with room for alignment): `slots` each for the input, re-read and output rings, as many
+    // for the 16-bit decoding scratch (a slab of 16-bit values is two slabs' bytes as float32, and rings have at
+    // least 2 slots), plus 2 for a larger scratch should a later tensor need one (the arena does not free).
     const lease = wasmKernels()?.lease((4 * this.#slots + 2) * (slab + 512), slab);
     let next = 0;
     const buffers = this.#buffers;

@@ -103,8 +103,8 @@ export class TaskFailure {
 /**
  * Does tasks until none is left: a task's tensors are read through a window
  * of the input that looks like a checkpoint of those tensors alone, quantized
- * by the streaming pipeline (same bytes, same report as in a whole-file job)
- * and written at their place in the output.
+ * by the file job's stages (`_file_job.ts`: the same bytes and report as in a
+ * whole-file job) and written at their place in the output.
  *
  * @param job The tasks.
  * @param shared Task claims and progress.

@@ -11,7 +11,8 @@ import type { QuantizedSlab, QuantizeOptions, Slab } from "../src/types.ts";
 import { arrowFileTensors, readArrowFile } from "./_arrow_file.ts";
 import { ArrowIpcDecodeStream } from "./arrow_ipc_decode_stream.ts";
 import { ArrowIpcEncodeStream } from "./arrow_ipc_encode_stream.ts";
-import { type QuantizeJob, type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { resolveConfig } from "../src/config.ts";
+import type { QuantizeJob, QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
 import { writeFileAtomically } from "./safetensors_sink.ts";
 

@@ -6,7 +6,7 @@
  */
 import type { ByteSource } from "../src/byte_source.ts";
 import { isArrowFile } from "../src/_file_kind.ts";
-import { configOf, type QuantizeConfig } from "../src/config.ts";
+import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
@@ -106,18 +106,6 @@ function dropNonFloat(
       controller.enqueue(chunk);
     },
   });
-}
-
-/**
- * A configuration from either form callers give.
- *
- * @param config Plain options, a parsed configuration, or nothing.
- * @returns The configuration.
- */
-export function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
-  return config && "global" in config && "tensors" in config
-    ? config as QuantizeConfig
-    : configOf(config as QuantizeOptions);
 }
 
 /**

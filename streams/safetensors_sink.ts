@@ -308,8 +308,8 @@ function fail(name: string, detail: string): never {
  * bytes pass through uncopied): a producer hands its buffers over and must
  * not reuse them, unless the consumer is done with each chunk before the
  * producer makes more than a few new ones, as a synchronous file writer such
- * as {@linkcode writeFileAtomically} is (`quantizeSafetensors` and
- * `dequantizeFile` reuse a ring of 8 buffers on that ground).
+ * as {@linkcode writeFileAtomically} is (`quantizeSafetensors` with
+ * `reuseBuffers` reuses a ring of 8 buffers on that ground).
  *
  * @example
  * ```ts

@@ -9,6 +9,7 @@
  */
 import {
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readFileSync,
@@ -26,7 +27,8 @@ import { type ModelReport, summarize } from "../src/report.ts";
 import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import { encodeShardIndex, parseShardIndex, type ShardIndex } from "../src/shard_index.ts";
 import { dequantizeFile, type DequantizeFileOptions, readHeader } from "./dequantize_pipeline.ts";
-import { quantizeFile, type QuantizePipelineOptions, resolveConfig } from "./quantize_pipeline.ts";
+import { resolveConfig } from "../src/config.ts";
+import { quantizeFile, type QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { outputPlan } from "./_output_plan.ts";
 
 /** A shard index and the headers of its shards, checked against each other. */
@@ -72,6 +74,7 @@ export interface ShardedCheckpoint {
  * @param indexPath The index file.
  * @returns The index, its directory and the shards' headers.
  * @throws {FormatError} When the index or a shard's header is malformed, a shard is missing, or they disagree.
+ * @throws {Error} The runtime's file-system error (`ENOENT`, `EACCES`, ...) when the index cannot be read.
  */
 export function readShardedCheckpoint(indexPath: string): ShardedCheckpoint {
   const name = basename(indexPath);
@@ -81,7 +84,7 @@ export function readShardedCheckpoint(indexPath: string): ShardedCheckpoint {
     const header = readShardHeader(join(directory, shard), shard, name);
     const listed = new Set(header.entries.map((e) => e.name));
     for (const entry of header.entries) {
-      const where = index.weightMap[entry.name];
+      const where = Object.hasOwn(index.weightMap, entry.name) ? index.weightMap[entry.name] : undefined;
       if (where !== shard) {
         throw new FormatError(
           `Shard "${shard}" holds tensor "${entry.name}", which ${name} ` +
@@ -180,6 +183,34 @@ export async function quantizeShardedCheckpoint(
  * new index with the original tensor names. As with quantizing, the files
  * appear only when all are done.
  *
+ * @example
+ * ```ts
+ * import {
+ *   dequantizeShardedCheckpoint,
+ *   encodeSafetensorsHeader,
+ *   quantizeShardedCheckpoint,
+ * } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ * import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+ * import { tmpdir } from "node:os";
+ * import { join } from "node:path";
+ *
+ * const dir = mkdtempSync(join(tmpdir(), "shards-"));
+ * const weight = Float32Array.from({ length: 64 * 64 }, (_, i) => Math.cos(i));
+ * const header = encodeSafetensorsHeader([{ name: "w", dtype: "F32", shape: [64, 64], byteLength: weight.byteLength }]);
+ * const bytes = new Uint8Array(header.length + weight.byteLength);
+ * bytes.set(header);
+ * bytes.set(new Uint8Array(weight.buffer), header.length);
+ * writeFileSync(join(dir, "m-1.safetensors"), bytes);
+ * writeFileSync(join(dir, "model.safetensors.index.json"), JSON.stringify({ weight_map: { w: "m-1.safetensors" } }));
+ *
+ * await quantizeShardedCheckpoint(join(dir, "model.safetensors.index.json"), join(dir, "int8"));
+ * const count = await dequantizeShardedCheckpoint(join(dir, "int8", "model.safetensors.index.json"), join(dir, "f32"));
+ * assert.equal(count, 1);
+ * const index = JSON.parse(readFileSync(join(dir, "f32", "model.safetensors.index.json"), "utf8"));
+ * assert.deepEqual(index.weight_map, { w: "m-1.safetensors" });
+ * ```
+ *
  * @param indexPath The index file of the quantized checkpoint.
  * @param outputDir Where to write; created if missing. Not the input's directory.
  * @param options As for {@linkcode dequantizeFile}.
@@ -211,35 +242,43 @@ async function eachShard<T>(
   outputDir: string,
   job: (input: string, output: string, k: number) => Promise<T>,
 ): Promise<T[]> {
-  if (existsSync(outputDir)) {
-    if (!statSync(outputDir).isDirectory()) {
-      throw new RangeError(`Cannot write a sharded checkpoint into "${outputDir}": it is a file, not a directory`);
-    }
-    if (realpathSync(outputDir) === realpathSync(directory)) {
-      throw new RangeError(
-        `Cannot write a sharded checkpoint into its own directory "${outputDir}": its shards would be replaced`,
-      );
-    }
+  const indexName = basename(indexPath);
+  const files = [...index.shards, indexName];
+  if (existsSync(outputDir) && !statSync(outputDir).isDirectory()) {
+    throw new RangeError(`Cannot write a sharded checkpoint into "${outputDir}": it is a file, not a directory`);
   }
+  const ownDirectory = () =>
+    new RangeError(
+      `Cannot write a sharded checkpoint into its own directory "${outputDir}": its shards would be replaced`,
+    );
+  // `model/new/..` names `model` before `new` exists: compare the resolved path first, creating nothing.
+  if (resolve(outputDir) === resolve(directory)) throw ownDirectory();
   const created = mkdirSync(outputDir, { recursive: true });
-  // Staged inside the output directory: the same file system, so the final moves are renames; and one place to
-  // look for leftovers should the process be killed.
-  const staging = mkdtempSync(join(outputDir, ".quantflow-"));
+  let staging: string | undefined;
   try {
+    // Through symbolic links, only the real path of the existing directory tells.
+    if (realpathSync(outputDir) === realpathSync(directory)) throw ownDirectory();
+    // A directory in the way would stop the final renames halfway: refuse it before any work.
+    const blocked = files.find((file) => lstatSync(join(outputDir, file), { throwIfNoEntry: false })?.isDirectory());
+    if (blocked !== undefined) {
+      throw new RangeError(`Cannot write "${join(outputDir, blocked)}": a directory of that name is in the way`);
+    }
+    // Staged inside the output directory: the same file system, so the final moves are renames; and one place to
+    // look for leftovers should the process be killed.
+    const stage = staging = mkdtempSync(join(outputDir, ".quantflow-"));
     const results: T[] = [];
     for (const [k, shard] of index.shards.entries()) {
-      results.push(await job(join(directory, shard), join(staging, shard), k));
+      results.push(await job(join(directory, shard), join(stage, shard), k));
     }
-    const headers = index.shards.map((shard) => readShardHeader(join(staging, shard), shard, "the new index"));
+    const headers = index.shards.map((shard) => readShardHeader(join(stage, shard), shard, "the new index"));
     const weightMap = shardOf(index.shards, headers.map((h) => h.entries));
     const totalSize = headers.reduce((a, h) => a + h.dataEnd - h.dataStart, 0);
-    const indexName = basename(indexPath);
-    writeFileSync(join(staging, indexName), encodeShardIndex({ ...index.metadata, total_size: totalSize }, weightMap));
-    for (const file of [...index.shards, indexName]) renameSync(join(staging, file), join(outputDir, file));
-    rmdirSync(staging);
+    writeFileSync(join(stage, indexName), encodeShardIndex({ ...index.metadata, total_size: totalSize }, weightMap));
+    for (const file of files) renameSync(join(stage, file), join(outputDir, file));
+    rmdirSync(stage);
     return results;
   } catch (e) {
-    rmSync(staging, { recursive: true, force: true });
+    if (staging !== undefined) rmSync(staging, { recursive: true, force: true });
     if (created !== undefined) removeEmptyDirectories(outputDir, created);
     throw e;
   }

@@ -256,6 +256,28 @@ describe("sharded checkpoints", () => {
     assert.deepEqual(readdirSync(out), ["notes.txt"]);
   });
 
+  test("the input's directory reached through a directory yet to be made is refused, and nothing is made", async () => {
+    const model = writeModel(modelTensors(), [4, 4]);
+    const before = readdirSync(join(model.dir, "model"));
+    // Not path.join, which would resolve `new/..` away.
+    await assert.rejects(quantizeShardedCheckpoint(model.index, `${join(model.dir, "model")}/new/..`), {
+      name: "RangeError",
+      message: /its own directory/,
+    });
+    assert.deepEqual(readdirSync(join(model.dir, "model")), before);
+  });
+
+  test("a directory in the place of an output file is refused before any work", async () => {
+    const model = writeModel(modelTensors(), [4, 4]);
+    const out = join(model.dir, "out");
+    mkdirSync(join(out, INDEX), { recursive: true });
+    await assert.rejects(quantizeShardedCheckpoint(model.index, out), {
+      name: "RangeError",
+      message: `Cannot write "${join(out, INDEX)}": a directory of that name is in the way`,
+    });
+    assert.deepEqual(readdirSync(out), [INDEX]);
+  });
+
   test("a file as the output directory is refused", async () => {
     const model = writeModel(modelTensors(), [8]);
     const file = join(model.dir, "afile");
