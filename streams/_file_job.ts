@@ -1,7 +1,8 @@
 /**
  * The file job's quantization: the stages of `quantizeSafetensors` (slabs,
- * quantize, safetensors encoding) driven directly as async generators by a
- * loop that writes each piece of output before it asks for the next.
+ * quantize, safetensors or Arrow IPC encoding) driven directly as async
+ * generators by a loop that writes each piece of output before it asks for
+ * the next.
  *
  * Only one chunk is then in flight at a time, so the rings of reused buffers
  * need 2 slots, where a chain of streams, which may hold several chunks in its
@@ -13,23 +14,23 @@
 import type { ByteSource } from "../src/byte_source.ts";
 import { type Allocate, FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { type ModelReport, summarize, type TensorReport } from "../src/report.ts";
-import type { SafetensorsHeader } from "../src/safetensors_header.ts";
-import type { RawChunk, Slab } from "../src/types.ts";
+import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
+import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { PendingFile } from "./_pending_file.ts";
-import { resolveConfig } from "../src/config.ts";
+import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
 import type { QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { SafetensorsEncoder } from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
 
-/** A quantization into safetensors bytes, pulled by the caller. */
+/** A quantization into file bytes, pulled by the caller. */
 export interface FileJob {
   /** The input's validated header. */
   readonly header: SafetensorsHeader;
   /**
-   * The output file's bytes, header first. Each piece may sit in a reused
+   * The output file's bytes, in order. Each piece may sit in a reused
    * buffer: the caller must be done with it (write it) before asking for the
    * next. Stopping early (`return`, or leaving a `for await` loop) closes the input.
    */
@@ -40,10 +41,17 @@ export interface FileJob {
   cancel(reason?: unknown): Promise<void>;
 }
 
+/** Where a file job's chunks become bytes. */
+interface Encoder {
+  start(emit: (bytes: Uint8Array) => void): void;
+  write(chunk: QuantizedSlab | RawChunk, emit: (bytes: Uint8Array) => void): void;
+  end(emit: (bytes: Uint8Array) => void): void;
+}
+
 /**
- * Starts a quantization into safetensors bytes. Options as for
- * `quantizeSafetensors`, but `format` (always safetensors) and `workers`
- * (none: a file job splits tensors between threads itself) do not apply.
+ * Starts a quantization into file bytes, safetensors or Arrow IPC. Options as
+ * for `quantizeSafetensors`, but `workers` does not apply (a file job splits
+ * tensors between threads itself; slab workers need the streams).
  *
  * @param input The checkpoint.
  * @param options Configuration and callbacks, and where the reused buffers' memory comes from.
@@ -63,10 +71,11 @@ export async function startFileJob(
     reuseBuffers,
     ringSlots: FILE_JOB_RING_SLOTS,
   });
-  let encoder: SafetensorsEncoder;
+  // Non-float tensors have no place in the Arrow slab layout: they are left out and the report says so.
+  const dropped: string[] = [];
+  let encoder: Encoder;
   try {
-    const { groups, metadata } = outputPlan(header, config);
-    encoder = new SafetensorsEncoder(groups.flat(), metadata);
+    encoder = options.format === "arrows" ? await arrowEncoder(dropped) : safetensorsEncoder(header, config);
   } catch (e) {
     await chunks.cancel(e);
     throw e;
@@ -88,28 +97,73 @@ export async function startFileJob(
     }
   }
   async function* bytes(): AsyncGenerator<Uint8Array> {
-    yield encoder.header;
     const memory = jobMemory(reuseBuffers, FILE_JOB_RING_SLOTS);
     const pieces: Uint8Array[] = [];
     const emit = (piece: Uint8Array) => pieces.push(piece);
+    encoder.start(emit);
+    yield* pieces;
+    pieces.length = 0;
     for await (const chunk of quantizeChunks(counted(), config, onTensor, memory, 0, new AbortController().signal)) {
       encoder.write(chunk, emit);
       yield* pieces;
       pieces.length = 0;
     }
-    encoder.end();
+    encoder.end(emit);
+    yield* pieces;
   }
   const output = bytes();
   return {
     header,
     bytes: output,
-    report: () => summarize(reports),
+    report: () => markOmitted(summarize(reports), dropped),
     async cancel(reason) {
       // Started, the generators' loops end and cancel the input; never started, the input is still to cancel.
       await output.return(undefined);
       if (!chunks.locked) await chunks.cancel(reason);
     },
   };
+}
+
+function safetensorsEncoder(header: SafetensorsHeader, config: QuantizeConfig): Encoder {
+  const { groups, metadata } = outputPlan(header, config);
+  const encoder = new SafetensorsEncoder(groups.flat(), metadata);
+  return {
+    start: (emit) => emit(encoder.header),
+    write: (chunk, emit) => encoder.write(chunk, emit),
+    end: () => encoder.end(),
+  };
+}
+
+async function arrowEncoder(dropped: string[]): Promise<Encoder> {
+  // Loaded on demand, as quantizeSafetensors does: the Arrow modules are startup a safetensors job need not pay.
+  const { ArrowIpcEncoder } = await import("./arrow_ipc_encode_stream.ts");
+  const encoder = new ArrowIpcEncoder();
+  return {
+    start: () => {},
+    write(chunk, emit) {
+      if (chunk.kind === "raw" && !floatDTypeOf(chunk.dtype)) {
+        if (chunk.offset === 0) dropped.push(chunk.name);
+        return;
+      }
+      encoder.write(chunk, emit);
+    },
+    end: (emit) => encoder.end(emit),
+  };
+}
+
+/**
+ * A report whose tensors left out of an Arrow output say so.
+ *
+ * @param report The report.
+ * @param dropped Names of the tensors left out.
+ * @returns The report, marked.
+ */
+export function markOmitted(report: ModelReport, dropped: readonly string[]): ModelReport {
+  if (!dropped.length) return report;
+  const tensors = report.tensors.map((t) =>
+    dropped.includes(t.name) ? { ...t, omitted: `dtype ${t.dtype} has no place in the Arrow slab layout` } : t
+  );
+  return { ...report, tensors };
 }
 
 /**

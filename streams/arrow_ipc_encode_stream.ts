@@ -118,32 +118,75 @@ export class ArrowIpcEncodeStream extends TransformStream<Slab | QuantizedSlab |
    *   its tensor, or a row index exceeds Int32.
    */
   constructor() {
-    let open: OpenStream | undefined;
+    const encoder = new ArrowIpcEncoder();
     super({
-      transform(input, controller) {
-        // A float tensor left unquantized arrives as raw bytes; it is written as float slabs.
-        const chunk = input?.kind === "raw" ? rawToSlab(input) : input;
-        if (chunk === null || typeof chunk !== "object" || !ArrayBuffer.isView(chunk.data)) {
-          throw new TypeError(`ArrowIpcEncodeStream expects Slab or QuantizedSlab chunks; got ${describeChunk(chunk)}`);
-        }
-        const key = streamKey(chunk);
-        const prefix: Uint8Array[] = [];
-        if (!open || open.key !== key || !fitsLayout(open.layout, chunk)) {
-          // The same tensor continues in a new stream when a slab leaves the list entries of the open one.
-          if (open) prefix.push(Uint8Array.from(END_OF_STREAM));
-          open = startStream(key, chunk, open?.key === key ? open : undefined);
-          prefix.push(schemaMessage(open.layout.schema));
-        }
-        const body = open.layout.kind === "slab"
-          ? slabBody(open.layout, chunk as Slab)
-          : quantizedSlabBody(open.layout, chunk as QuantizedSlab, open.carry);
-        for (const bytes of batchChunks(prefix, body)) controller.enqueue(bytes);
-      },
-      flush(controller) {
-        if (open) controller.enqueue(Uint8Array.from(END_OF_STREAM));
-        open = undefined;
-      },
+      transform: (chunk, controller) => encoder.write(chunk, (bytes) => controller.enqueue(bytes)),
+      flush: (controller) => encoder.end((bytes) => controller.enqueue(bytes)),
     });
+  }
+}
+
+/**
+ * The work of {@linkcode ArrowIpcEncodeStream}, synchronously: each chunk's
+ * Arrow IPC bytes are handed to a callback, which must be done with them (or
+ * copy them) before the chunk's memory is reused, as a loop writing each piece
+ * to a file is.
+ *
+ * @example
+ * ```ts
+ * import { ArrowIpcDecodeStream, ArrowIpcEncoder } from "@quantflow/quantflow";
+ * import assert from "node:assert/strict";
+ *
+ * const encoder = new ArrowIpcEncoder();
+ * const pieces: Uint8Array[] = [];
+ * const keep = (bytes: Uint8Array) => pieces.push(bytes.slice());
+ * encoder.write({ tensor: { name: "w", dtype: "float32", shape: [2] }, offset: 0, data: new Float32Array([1, 2]) }, keep);
+ * encoder.end(keep);
+ * const decoded = await Array.fromAsync(ReadableStream.from(pieces).pipeThrough(new ArrowIpcDecodeStream()));
+ * assert.deepEqual(Array.from(decoded[0].data), [1, 2]);
+ * ```
+ */
+export class ArrowIpcEncoder {
+  #open: OpenStream | undefined;
+
+  /**
+   * Encodes a chunk: a float slab, a quantized slab, or raw bytes of a float tensor (written as float slabs).
+   *
+   * @param input The chunk.
+   * @param emit Called with each piece of output, in order.
+   * @throws {TypeError} If the chunk is not a well-formed slab, or a quantized tensor's scales do not follow its
+   *   rows and its first slab does not carry them all.
+   * @throws {RangeError} If a slab lies outside its tensor, or a row index exceeds Int32.
+   */
+  write(input: Slab | QuantizedSlab | RawChunk, emit: (bytes: Uint8Array) => void): void {
+    // A float tensor left unquantized arrives as raw bytes; it is written as float slabs.
+    const chunk = input?.kind === "raw" ? rawToSlab(input) : input;
+    if (chunk === null || typeof chunk !== "object" || !ArrayBuffer.isView(chunk.data)) {
+      throw new TypeError(`ArrowIpcEncodeStream expects Slab or QuantizedSlab chunks; got ${describeChunk(chunk)}`);
+    }
+    const key = streamKey(chunk);
+    const prefix: Uint8Array[] = [];
+    let open = this.#open;
+    if (!open || open.key !== key || !fitsLayout(open.layout, chunk)) {
+      // The same tensor continues in a new stream when a slab leaves the list entries of the open one.
+      if (open) prefix.push(Uint8Array.from(END_OF_STREAM));
+      open = this.#open = startStream(key, chunk, open?.key === key ? open : undefined);
+      prefix.push(schemaMessage(open.layout.schema));
+    }
+    const body = open.layout.kind === "slab"
+      ? slabBody(open.layout, chunk as Slab)
+      : quantizedSlabBody(open.layout, chunk as QuantizedSlab, open.carry);
+    for (const bytes of batchChunks(prefix, body)) emit(bytes);
+  }
+
+  /**
+   * Ends the last tensor's stream.
+   *
+   * @param emit Called with the end-of-stream marker, if a stream is open.
+   */
+  end(emit: (bytes: Uint8Array) => void): void {
+    if (this.#open) emit(Uint8Array.from(END_OF_STREAM));
+    this.#open = undefined;
   }
 }
 

@@ -16,7 +16,7 @@ import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 import { type Allocate, FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { SlabMemory } from "./_slab_memory.ts";
-import { startFileJob, writeFileJob } from "./_file_job.ts";
+import { markOmitted, startFileJob, writeFileJob } from "./_file_job.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
@@ -167,14 +167,7 @@ export async function quantizeSafetensors(
   return {
     header,
     output,
-    report: () => {
-      const report = stream.report;
-      if (!dropped.length) return report;
-      const tensors = report.tensors.map((t) =>
-        dropped.includes(t.name) ? { ...t, omitted: `dtype ${t.dtype} has no place in the Arrow slab layout` } : t
-      );
-      return { ...report, tensors };
-    },
+    report: () => markOmitted(stream.report, dropped),
   };
 }
 
@@ -219,14 +212,15 @@ export async function quantizeFile(
     return await quantizeFileInParallel(inputPath, outputPath, options);
   }
   const slabBytes = options.slabBytes ?? DEFAULT_SLAB_BYTES;
-  if (format === "safetensors") {
+  if (workers === 0) {
     // Each piece is written before the next is made: rings of 2 buffers, which stay in cache.
     return await new SlabMemory(slabBytes, FILE_JOB_RING_SLOTS).run(async (reuseBuffers) => {
-      const job = await startFileJob(inputPath, { ...options, reuseBuffers });
+      const job = await startFileJob(inputPath, { ...options, reuseBuffers, format });
       await writeFileJob(job, outputPath);
       return job.report();
     });
   }
+  // Slab workers (Arrow output) need the streams, whose queues may hold several chunks: rings of the default size.
   // The file writer is done with each chunk when its write returns: buffers can be reused.
   return await new SlabMemory(slabBytes).run(async (reuseBuffers) => {
     const job = await quantizeSafetensors(inputPath, { ...options, reuseBuffers, format });

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { startFileJob } from "../streams/_file_job.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { tinyGpt2 } from "../src/demo_model.ts";
+import { bytesOf, checkpoint } from "./_checkpoint.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "quantflow-file-job-"));
 process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
@@ -29,6 +30,27 @@ test("a file job's bytes and report are the stream pipeline's, with rings of 2 b
     const streamed = await quantizeSafetensors(input, { config, slabBytes: 4096 });
     assert.deepEqual(await concat(job.bytes), await concat(streamed.output), JSON.stringify(config));
     assert.deepEqual(job.report(), streamed.report(), JSON.stringify(config));
+  }
+});
+
+test("to Arrow IPC too, non-float tensors left out and marked in the report as the streams do", async () => {
+  const mixed = join(dir, "mixed.safetensors");
+  const weight = Float32Array.from({ length: 96 * 64 }, (_, i) => Math.sin(i * 0.1) * (1 + (i % 5)));
+  writeFileSync(
+    mixed,
+    checkpoint({
+      "a.weight": { dtype: "F32", shape: [96, 64], bytes: bytesOf(weight) },
+      "position_ids": { dtype: "I64", shape: [4], bytes: bytesOf(new BigInt64Array([0n, 1n, 2n, 3n])) },
+      "b.weight": { dtype: "F32", shape: [64, 96], bytes: bytesOf(weight) },
+    }),
+  );
+  for (const config of [{}, { granularity: "per_tensor" }] as const) {
+    const job = await startFileJob(mixed, { config, slabBytes: 4096, reuseBuffers: fresh, format: "arrows" });
+    const streamed = await quantizeSafetensors(mixed, { config, slabBytes: 4096, format: "arrows" });
+    assert.deepEqual(await concat(job.bytes), await concat(streamed.output), JSON.stringify(config));
+    const report = job.report();
+    assert.deepEqual(report, streamed.report(), JSON.stringify(config));
+    assert.match(report.tensors.find((t) => t.name === "position_ids")!.omitted!, /no place in the Arrow slab layout/);
   }
 });
 
