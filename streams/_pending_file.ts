@@ -19,12 +19,18 @@ export class PendingFile {
    * permission problem shows before any work is done.
    *
    * @param path Final path of the file.
-   * @throws {Error} When the file cannot be created (the runtime's `ENOENT`, `EACCES`, ...).
+   * @throws {Error} When the file cannot be created, naming `path`, with the runtime's `code` (`ENOENT`, `EACCES`, ...).
    */
   constructor(path: string) {
     this.path = path;
     this.temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
-    this.#fd = openSync(this.temp, "wx", 0o644);
+    try {
+      this.#fd = openSync(this.temp, "wx", 0o644);
+    } catch (cause) {
+      // The runtime's message names the temporary file: lead with the path the caller gave, keep the code.
+      const { code } = cause as { code?: string };
+      throw Object.assign(new Error(`Cannot write "${path}": ${(cause as Error).message}`, { cause }), { code });
+    }
   }
 
   /** The open file descriptor. */

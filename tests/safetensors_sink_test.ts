@@ -394,7 +394,11 @@ test("writeFileAtomically leaves no file on abort or on a failing source", async
   }
 });
 
-test("writeFileAtomically throws at once when the directory does not exist", () => {
+test("writeFileAtomically throws at once when the directory does not exist, naming the path given", () => {
   const path = join(tmpdir(), `quantflow-missing-${crypto.randomUUID()}`, "out.bin");
-  assert.throws(() => writeFileAtomically(path), { code: "ENOENT" });
+  assert.throws(() => writeFileAtomically(path), (e: Error & { code?: string }) => {
+    assert.equal(e.code, "ENOENT");
+    assert.ok(e.message.startsWith(`Cannot write "${path}": `), e.message);
+    return true;
+  });
 });
