@@ -19,10 +19,10 @@ import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
 import { outputPlan } from "./_output_plan.ts";
-import { PendingFile } from "./_pending_file.ts";
-import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
+import { writeFileFrom } from "./_pending_file.ts";
+import { resolveConfig } from "../src/config.ts";
 import type { QuantizePipelineOptions } from "./quantize_pipeline.ts";
-import { SafetensorsEncoder } from "./safetensors_sink.ts";
+import { type OutputTensorSpec, SafetensorsEncoder } from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
 
 /** A quantization into file bytes, pulled by the caller. */
@@ -42,7 +42,7 @@ export interface FileJob {
 }
 
 /** Where a file job's chunks become bytes. */
-interface Encoder {
+export interface Encoder {
   start(emit: (bytes: Uint8Array) => void): void;
   write(chunk: QuantizedSlab | RawChunk, emit: (bytes: Uint8Array) => void): void;
   end(emit: (bytes: Uint8Array) => void): void;
@@ -75,7 +75,11 @@ export async function startFileJob(
   const dropped: string[] = [];
   let encoder: Encoder;
   try {
-    encoder = options.format === "arrows" ? await arrowEncoder(dropped) : safetensorsEncoder(header, config);
+    if (options.format === "arrows") encoder = await arrowEncoder(dropped);
+    else {
+      const { groups, metadata } = outputPlan(header, config);
+      encoder = safetensorsEncoder(groups.flat(), metadata);
+    }
   } catch (e) {
     await chunks.cancel(e);
     throw e;
@@ -96,22 +100,11 @@ export async function startFileJob(
       yield chunk;
     }
   }
-  async function* bytes(): AsyncGenerator<Uint8Array> {
-    const memory = jobMemory(reuseBuffers, FILE_JOB_RING_SLOTS);
-    const pieces: Uint8Array[] = [];
-    const emit = (piece: Uint8Array) => pieces.push(piece);
-    encoder.start(emit);
-    yield* pieces;
-    pieces.length = 0;
-    for await (const chunk of quantizeChunks(counted(), config, onTensor, memory, 0, new AbortController().signal)) {
-      encoder.write(chunk, emit);
-      yield* pieces;
-      pieces.length = 0;
-    }
-    encoder.end(emit);
-    yield* pieces;
-  }
-  const output = bytes();
+  const memory = jobMemory(reuseBuffers, FILE_JOB_RING_SLOTS);
+  const output = encodePieces(
+    quantizeChunks(counted(), config, onTensor, memory, 0, new AbortController().signal),
+    encoder,
+  );
   return {
     header,
     bytes: output,
@@ -124,9 +117,46 @@ export async function startFileJob(
   };
 }
 
-function safetensorsEncoder(header: SafetensorsHeader, config: QuantizeConfig): Encoder {
-  const { groups, metadata } = outputPlan(header, config);
-  const encoder = new SafetensorsEncoder(groups.flat(), metadata);
+/**
+ * Encodes chunks into a file's pieces, one chunk at a time: a chunk is pulled
+ * only once the pieces of the one before it were taken.
+ *
+ * @param chunks Quantized slabs and raw chunks, in file order.
+ * @param encoder The file format.
+ * @returns The pieces.
+ */
+export async function* encodePieces(
+  chunks: AsyncIterable<QuantizedSlab | RawChunk>,
+  encoder: Encoder,
+): AsyncGenerator<Uint8Array> {
+  const pieces: Uint8Array[] = [];
+  const emit = (piece: Uint8Array) => pieces.push(piece);
+  const taken = function* () {
+    yield* pieces;
+    pieces.length = 0;
+  };
+  encoder.start(emit);
+  yield* taken();
+  for await (const chunk of chunks) {
+    encoder.write(chunk, emit);
+    yield* taken();
+  }
+  encoder.end(emit);
+  yield* taken();
+}
+
+/**
+ * The safetensors format as an {@linkcode Encoder}.
+ *
+ * @param specs The output tensors, in file order.
+ * @param metadata The header's `__metadata__`.
+ * @returns The encoder.
+ */
+export function safetensorsEncoder(
+  specs: readonly OutputTensorSpec[],
+  metadata: Readonly<Record<string, string>>,
+): Encoder {
+  const encoder = new SafetensorsEncoder(specs, metadata);
   return {
     start: (emit) => emit(encoder.header),
     write: (chunk, emit) => encoder.write(chunk, emit),
@@ -141,14 +171,24 @@ async function arrowEncoder(dropped: string[]): Promise<Encoder> {
   return {
     start: () => {},
     write(chunk, emit) {
-      if (chunk.kind === "raw" && !floatDTypeOf(chunk.dtype)) {
-        if (chunk.offset === 0) dropped.push(chunk.name);
-        return;
-      }
-      encoder.write(chunk, emit);
+      if (fitsArrow(chunk, (name) => dropped.push(name))) encoder.write(chunk, emit);
     },
     end: (emit) => encoder.end(emit),
   };
+}
+
+/**
+ * Whether a chunk has a place in the Arrow slab layout: non-float raw chunks
+ * do not, and are left out.
+ *
+ * @param chunk The chunk.
+ * @param onDropped Called with a left-out tensor's name, once (at its first chunk).
+ * @returns Whether to encode it.
+ */
+export function fitsArrow(chunk: QuantizedSlab | RawChunk, onDropped: (name: string) => void): boolean {
+  if (chunk.kind !== "raw" || floatDTypeOf(chunk.dtype)) return true;
+  if (chunk.offset === 0) onDropped(chunk.name);
+  return false;
 }
 
 /**
@@ -174,18 +214,11 @@ export function markOmitted(report: ModelReport, dropped: readonly string[]): Mo
  * @param outputPath Where to write.
  */
 export async function writeFileJob(job: FileJob, outputPath: string): Promise<void> {
-  let file: PendingFile;
   try {
-    file = new PendingFile(outputPath);
+    await writeFileFrom(job.bytes, outputPath);
   } catch (e) {
+    // Also when the output could not even be created: the input is then still open.
     await job.cancel(e);
-    throw e;
-  }
-  try {
-    for await (const piece of job.bytes) file.write(piece);
-    file.commit(true);
-  } catch (e) {
-    file.discard();
     throw e;
   }
 }

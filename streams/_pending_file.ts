@@ -99,3 +99,23 @@ export function writeFully(fd: number, bytes: Uint8Array, position: number | nul
     done += writeSync(fd, bytes, done, bytes.length - done, position === null ? null : position + done);
   }
 }
+
+/**
+ * Writes pieces of a file in order, each as it comes (so that it may sit in a
+ * reused buffer), under a temporary name renamed into place once all are
+ * written and flushed to disk; on failure nothing is left.
+ *
+ * @param pieces The file's bytes, in order; stopped early (`return`) on failure.
+ * @param path Final path of the file.
+ * @throws {Error} When the file cannot be created or written, or `pieces` throws.
+ */
+export async function writeFileFrom(pieces: AsyncIterable<Uint8Array>, path: string): Promise<void> {
+  const file = new PendingFile(path);
+  try {
+    for await (const piece of pieces) file.write(piece);
+    file.commit(true);
+  } catch (e) {
+    file.discard();
+    throw e;
+  }
+}

@@ -25,8 +25,9 @@ import {
 import type { RawChunk } from "../src/types.ts";
 import { DEFAULT_SLAB_BYTES } from "./safetensors_source.ts";
 import { QUANTFLOW_METADATA_KEY, type QuantizedTensorRecord } from "./quantize_pipeline.ts";
-import { type OutputTensorSpec, SafetensorsEncoder, writeFileAtomically } from "./safetensors_sink.ts";
-import { PendingFile } from "./_pending_file.ts";
+import { type OutputTensorSpec, writeFileAtomically } from "./safetensors_sink.ts";
+import { writeFileFrom } from "./_pending_file.ts";
+import { encodePieces, safetensorsEncoder } from "./_file_job.ts";
 
 /** Options of {@linkcode dequantizeFile}. */
 export interface DequantizeFileOptions {
@@ -272,21 +273,9 @@ export async function dequantizeFile(
       };
     });
     const { [QUANTFLOW_METADATA_KEY]: _, ...metadata } = header.metadata;
-    const encoder = new SafetensorsEncoder(specs, metadata);
     // Each piece is written before the next chunk is made, as in quantizeFile: rings of 2 buffers suffice.
-    const file = new PendingFile(outputPath);
-    try {
-      file.write(encoder.header);
-      const write = (bytes: Uint8Array) => file.write(bytes);
-      for await (const chunk of dequantizedChunks(source, header, records, slabBytes, FILE_JOB_RING_SLOTS)) {
-        encoder.write(chunk, write);
-      }
-      encoder.end();
-      file.commit(true);
-    } catch (e) {
-      file.discard();
-      throw e;
-    }
+    const chunks = dequantizedChunks(source, header, records, slabBytes, FILE_JOB_RING_SLOTS);
+    await writeFileFrom(encodePieces(chunks, safetensorsEncoder(specs, metadata)), outputPath);
     return Object.keys(records).length;
   } finally {
     source.close();

@@ -7,7 +7,7 @@
 import type { ByteSource } from "../src/byte_source.ts";
 import { isArrowFile } from "../src/_file_kind.ts";
 import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
-import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
+import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
@@ -16,7 +16,7 @@ import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
 import { type Allocate, FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { SlabMemory } from "./_slab_memory.ts";
-import { markOmitted, startFileJob, writeFileJob } from "./_file_job.ts";
+import { fitsArrow, markOmitted, startFileJob, writeFileJob } from "./_file_job.ts";
 import { bunGcHint } from "../src/_bun_gc_hint.ts";
 
 /** Output formats of a quantization. */
@@ -99,11 +99,7 @@ function dropNonFloat(
 ): TransformStream<QuantizedSlab | RawChunk, QuantizedSlab | RawChunk> {
   return new TransformStream({
     transform(chunk, controller) {
-      if (chunk.kind === "raw" && !floatDTypeOf(chunk.dtype)) {
-        if (chunk.offset === 0) onDropped(chunk.name);
-        return;
-      }
-      controller.enqueue(chunk);
+      if (fitsArrow(chunk, onDropped)) controller.enqueue(chunk);
     },
   });
 }
