@@ -393,8 +393,8 @@ export class WasmKernels {
    *   `quantize_contig_err`), within 1e-6 of the exact sums, relatively.
    * @returns `false` when the kernels cannot reproduce these parameters or
    *   values exactly (a scale whose `1 / scale` is not the stored inverse, or
-   *   non-float16 inputs in float16 arithmetic); `out` is then unspecified and
-   *   the caller must use the JavaScript kernel.
+   *   non-float16 inputs in float16 arithmetic); `out` is then unspecified,
+   *   `errorSums` untouched, and the caller must use the JavaScript kernel.
    */
   quantize(
     values: Float32Array,
@@ -449,7 +449,8 @@ export class WasmKernels {
       }
       if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), i);
     }
-    if (sums) errorSums!.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    // Refused work is redone in JavaScript, sums and all: they must not be added twice.
+    if (sums && bad === 0) errorSums!.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
     return bad === 0;
   }
 

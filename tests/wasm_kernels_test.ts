@@ -82,7 +82,10 @@ function bytes(a: Int8Array | Uint8Array): Uint8Array {
   return new Uint8Array(a.buffer, a.byteOffset, a.length);
 }
 
-/** Quantizes with the wasm kernels in slabs cut at `cuts`, the input staged from JS memory. */
+/**
+ * Quantizes with the wasm kernels in slabs cut at `cuts`, the input staged from JS memory; with
+ * `errorSums`, contiguous layouts in float32 arithmetic take the fused kernel (`quantize_contig_err`).
+ */
 function viaWasm(
   k: WasmKernels,
   values: Float32Array,
@@ -90,11 +93,12 @@ function viaWasm(
   params: KernelParams,
   signed: boolean,
   cuts: number[],
+  errorSums?: Float64Array,
 ): Int8Array | Uint8Array {
   const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
   let from = 0;
   for (const to of [...cuts, values.length]) {
-    assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to)));
+    assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to), errorSums));
     from = to;
   }
   return out;
@@ -179,8 +183,11 @@ test("quantize matches at exact ties for power-of-two and odd scales, halves goi
         };
         const signed = qmin < 0;
         const want = reference(values, 0, layout, params, signed);
-        const got = viaWasm(k, values, layout, params, signed, [1, 17, 2000]);
-        assert.deepEqual(bytes(got), bytes(want), `${arithmetic} scale ${scale} [${qmin}, ${qmax}] zp ${zp}`);
+        for (const sums of [undefined, new Float64Array(3)]) {
+          const got = viaWasm(k, values, layout, params, signed, [1, 17, 2000], sums);
+          const label = `${arithmetic} scale ${scale} [${qmin}, ${qmax}] zp ${zp}${sums ? " with error sums" : ""}`;
+          assert.deepEqual(bytes(got), bytes(want), label);
+        }
       }
     }
   }
@@ -217,10 +224,13 @@ test("quantize matches for huge, tiny and subnormal scales, infinities and NaN",
     qmax: 127,
     arithmetic: "float32",
   };
-  assert.deepEqual(
-    bytes(viaWasm(k, values, layout, params, true, [3, 200])),
-    bytes(reference(values, 0, layout, params, true)),
-  );
+  for (const sums of [undefined, new Float64Array(3)]) {
+    assert.deepEqual(
+      bytes(viaWasm(k, values, layout, params, true, [3, 200], sums)),
+      bytes(reference(values, 0, layout, params, true)),
+      sums ? "with error sums" : "without error sums",
+    );
+  }
   const f16Values = values.map((x) => f16round(x));
   const f16Params: KernelParams = {
     ...params,
@@ -305,6 +315,10 @@ test("quantize refuses what it cannot reproduce, so the caller stays in JavaScri
     arithmetic: "float16",
   };
   assert.equal(k.quantize(values, 0, layout, f16, new Int8Array(64)), false);
+  // The caller redoes the error sums with the bytes: a refusal must not have added them already.
+  const sums = new Float64Array([1, 2, 3]);
+  assert.equal(k.quantize(values, 0, layout, f16, new Int8Array(64), sums), false);
+  assert.deepEqual([...sums], [1, 2, 3]);
   const odd: KernelParams = { ...f16, inverseScale: new Float64Array([10, 1 / 0.1]), arithmetic: "float32" };
   assert.equal(k.quantize(values, 0, layout, odd, new Int8Array(64)), false, "1/10 is no float32's inverse");
   assert.throws(() => k.quantizeRun(4, 0.1, 0, -127, 127, "float16"), RangeError);

@@ -327,7 +327,15 @@
   ;; quantized integer are still in registers. error_contig's float64
   ;; arithmetic on every element costs twice the quantizing (conversions and
   ;; additions saturate the float pipes); here the error is computed in
-  ;; float32, exactly, for a fifth less time:
+  ;; float32, exactly, and the loop is bound by its arithmetic, so it spends
+  ;; as few operations per element as it can. It clips in float: with
+  ;; f = x / s + 1.5*2^23 (rounding v = x / s to an integer, ties to even,
+  ;; for |v| < 2^22, and monotone beyond), f clipped to the integers of
+  ;; [1.5*2^23 + qmin - zp, 1.5*2^23 + qmax - zp] gives both q = bits(f) - bias
+  ;; and k = q - zp = f - 1.5*2^23 exactly, for any x but NaN (infinities
+  ;; clip). A NaN (the only value whose square makes the sums NaN) must give
+  ;; 0, as a typed array stores it, so a run whose sums turn NaN is quantized
+  ;; again as quantize_contig does. The error:
   ;;   e = (x - sh*k) - sl*k    k = q - zp
   ;; with s = sh + sl split into two halves of 12 significant bits. |k| <= 255
   ;; (8 bits; zp in [qmin, qmax], as computeBlockParams clamps it), so both
@@ -350,17 +358,16 @@
   (func (export "quantize_contig_err") (param $in i32) (param $out i32) (param $n i32) (param $first i32)
                                        (param $run i32) (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32)
                                        (param $acc i32) (result i32)
-    (local $len i32) (local $left i32) (local $j i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
-    (local $si v128) (local $b v128) (local $nz v128) (local $sh v128) (local $sl v128)
-    (local $vlo v128) (local $vhi v128) (local $L v128) (local $M v128)
-    (local $x v128) (local $q v128) (local $k v128) (local $e v128) (local $te v128) (local $tw v128)
+    (local $len i32) (local $left i32) (local $in0 i32) (local $out0 i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
+    (local $si v128) (local $b v128) (local $sh v128) (local $sl v128) (local $lof v128) (local $hif v128)
+    (local $M v128) (local $ff v128)
+    (local $x v128) (local $f v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
+    (local $k v128) (local $e v128) (local $te v128) (local $tw v128)
     (local $sig v128) (local $err v128) (local $mxr v128) (local $mx v128)
     (local $xs f32) (local $v f32) (local $qs i32) (local $ss f64) (local $zs i32) (local $w f64) (local $ed f64)
     (local $sig1 f64) (local $err1 f64) (local $mx1 f64)
-    (local.set $vlo (i32x4.splat (local.get $lo)))
-    (local.set $vhi (i32x4.splat (local.get $hi)))
-    (local.set $L (f32x4.splat (f32.const -4194304)))
     (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $ff (i16x8.splat (i32.const 255)))
     (local.set $len (local.get $first))
     (block $done
       (loop $runs
@@ -369,9 +376,10 @@
         (local.set $sf (f32.load (local.get $sp)))
         (local.set $si (f32x4.splat (local.get $sf)))
         (local.set $b (v128.load32_splat (local.get $bp)))
-        ;; zp = 0x4B400000 - bias; q - zp = q + (bias - 0x4B400000)
+        ;; zp = 0x4B400000 - bias; q in [lo, hi] is f in [1.5*2^23 + lo - zp, 1.5*2^23 + hi - zp].
         (local.set $zs (i32.sub (i32.const 0x4B400000) (i32.load (local.get $bp))))
-        (local.set $nz (i32x4.splat (i32.sub (i32.const 0) (local.get $zs))))
+        (local.set $lof (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $lo) (local.get $zs))))))
+        (local.set $hif (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $hi) (local.get $zs))))))
         (local.set $shf (f32.reinterpret_i32 (i32.and (i32.reinterpret_f32 (local.get $sf)) (i32.const 0xFFFFF000))))
         (local.set $sh (f32x4.splat (local.get $shf)))
         (local.set $sl (f32x4.splat (f32.sub (local.get $sf) (local.get $shf))))
@@ -380,41 +388,55 @@
           (then (local.set $bad (i32.const 1))))
         (local.set $mxr (v128.const i32x4 0 0 0 0))
         (local.set $left (local.get $len))
+        (local.set $in0 (local.get $in))
+        (local.set $out0 (local.get $out))
         (block $vdone
           (loop $vec
             (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
-            ;; Four vectors, their squares summed in float32 (from 0: exact), then added in float64.
-            (local.set $te (v128.const i32x4 0 0 0 0))
-            (local.set $tw (v128.const i32x4 0 0 0 0))
-            (local.set $j (i32.const 4))
-            (loop $quarters
-              (local.set $q
-                (v128.and
-                  (i32x4.min_s
-                    (i32x4.max_s
-                      (i32x4.sub
-                        (f32x4.add
-                          (f32x4.pmax
-                            (f32x4.div (local.tee $x (v128.load (local.get $in))) (local.get $si))
-                            (local.get $L))
-                          (local.get $M))
-                        (local.get $b))
-                      (local.get $vlo))
-                    (local.get $vhi))
-                  (f32x4.eq (local.get $x) (local.get $x))))
-              ;; The low byte of each lane is the stored byte, signed or not.
-              (v128.store32_lane 0 (local.get $out)
-                (i8x16.shuffle 0 4 8 12 0 4 8 12 0 4 8 12 0 4 8 12 (local.get $q) (local.get $q)))
-              (local.set $k (f32x4.convert_i32x4_s (i32x4.add (local.get $q) (local.get $nz))))
-              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
-                                       (f32x4.mul (local.get $sl) (local.get $k))))
-              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
-              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
-              (local.set $in (i32.add (local.get $in) (i32.const 16)))
-              (local.set $out (i32.add (local.get $out) (i32.const 4)))
-              (local.set $j (i32.sub (local.get $j) (i32.const 1)))
-              (br_if $quarters (local.get $j)))
+            ;; Four vectors, quantized and clipped in float (above); their
+            ;; squares summed in float32 (the first exact), then in float64.
+            (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (local.get $si)) (local.get $M)))))
+            (local.set $q0 (i32x4.sub (local.get $f) (local.get $b)))
+            (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.mul (local.get $e) (local.get $e)))
+            (local.set $tw (f32x4.mul (local.get $x) (local.get $x)))
+            (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (local.get $si)) (local.get $M)))))
+            (local.set $q1 (i32x4.sub (local.get $f) (local.get $b)))
+            (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (local.get $si)) (local.get $M)))))
+            (local.set $q2 (i32x4.sub (local.get $f) (local.get $b)))
+            (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (local.get $si)) (local.get $M)))))
+            (local.set $q3 (i32x4.sub (local.get $f) (local.get $b)))
+            (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+            (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                     (f32x4.mul (local.get $sl) (local.get $k))))
+            (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+            (v128.store (local.get $out)
+              (i8x16.narrow_i16x8_u
+                (v128.and (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (local.get $ff))
+                (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
+            (local.set $in (i32.add (local.get $in) (i32.const 64)))
+            (local.set $out (i32.add (local.get $out) (i32.const 16)))
             (local.set $err (f64x2.add (local.get $err)
               (f64x2.add (f64x2.promote_low_f32x4 (local.get $te))
                          (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $te) (local.get $te))))))
@@ -432,6 +454,12 @@
                     (i32.and (f32.gt (local.get $m) (f32.const 0)) (f32.lt (local.get $m) (f32.const 0x1p-40))))
           (then (local.set $bad (i32.const 1))))
         (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mxr)))
+        ;; NaN, and only NaN, makes the sum of squares NaN: its byte (0, as a typed array stores
+        ;; NaN) is not what the clip above gives, so the run is quantized again as quantize_contig does.
+        (if (v128.any_true (f64x2.ne (local.get $sig) (local.get $sig)))
+          (then (call $splat (local.get $sp) (local.get $bp))
+                (call $span_f32 (local.get $in0) (local.get $out0) (i32.sub (local.get $len) (local.get $left))
+                                (i32.const 0) (i32.const 64) (i32.const 0) (local.get $lo) (local.get $hi))))
         ;; The run's last elements, one at a time, in float64 as error_contig computes them.
         (block $tdone
           (loop $tail
