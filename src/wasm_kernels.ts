@@ -389,7 +389,7 @@ export class WasmKernels {
    *   added to it while the values are in wasm memory: they were added when the
    *   call returns `true` and `layout.contiguous` holds. Every error is exact, so
    *   is the maximum; in float32 arithmetic the squares are summed in float32
-   *   over 16 elements before float64 (src/wasm/kernels.wat,
+   *   over up to 32 elements before float64 (src/wasm/kernels.wat,
    *   `quantize_contig_err`), within 1e-6 of the exact sums, relatively.
    * @returns `false` when the kernels cannot reproduce these parameters or
    *   values exactly (a scale whose `1 / scale` is not the stored inverse, or

@@ -346,8 +346,9 @@
   ;;   k = +-1 with |x| >= s/2 (clipping never forces k != 0, zp being in
   ;;   range), so x is in the binade just below s and e = x - s*k fits in 24
   ;;   bits of ulp(x).
-  ;; So max |e| is exact. The squares are summed in float32 over 16 elements
-  ;; (4 per lane), then in float64: relative error under 1e-6. Returns 1, the
+  ;; So max |e| is exact. The squares are summed in float32 over up to 32
+  ;; elements (8 per lane: 8 roundings, relative error under 8 * 2^-24), then
+  ;; in float64: relative error under 1e-6. Returns 1, the
   ;; sums then unreliable, when a run may have broken those conditions: some
   ;; |e| >= 0.625 s (a clip far beyond the range; the margin covers a rounded
   ;; e), a scale outside [2^-40, 2^40] (float32 squares could overflow), or a
@@ -358,7 +359,7 @@
   (func (export "quantize_contig_err") (param $in i32) (param $out i32) (param $n i32) (param $first i32)
                                        (param $run i32) (param $sp i32) (param $bp i32) (param $lo i32) (param $hi i32)
                                        (param $acc i32) (result i32)
-    (local $len i32) (local $left i32) (local $in0 i32) (local $out0 i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
+    (local $len i32) (local $left i32) (local $j i32) (local $in0 i32) (local $out0 i32) (local $bad i32) (local $sf f32) (local $shf f32) (local $m f32)
     (local $si v128) (local $b v128) (local $sh v128) (local $sl v128) (local $lof v128) (local $hif v128)
     (local $M v128) (local $ff v128)
     (local $x v128) (local $f v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
@@ -393,8 +394,13 @@
         (block $vdone
           (loop $vec
             (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
-            ;; Four vectors, quantized and clipped in float (above); their
-            ;; squares summed in float32 (the first exact), then in float64.
+            ;; Up to 32 elements, four vectors at a time, quantized and clipped
+            ;; in float (above); their squares summed in float32 (8 per lane),
+            ;; then in float64.
+            (local.set $te (v128.const i32x4 0 0 0 0))
+            (local.set $tw (v128.const i32x4 0 0 0 0))
+            (local.set $j (i32.const 2))
+            (loop $groups
             (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
               (f32x4.add (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (local.get $si)) (local.get $M)))))
             (local.set $q0 (i32x4.sub (local.get $f) (local.get $b)))
@@ -402,8 +408,8 @@
             (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
                                      (f32x4.mul (local.get $sl) (local.get $k))))
             (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
-            (local.set $te (f32x4.mul (local.get $e) (local.get $e)))
-            (local.set $tw (f32x4.mul (local.get $x) (local.get $x)))
+            (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+            (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
             (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
               (f32x4.add (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (local.get $si)) (local.get $M)))))
             (local.set $q1 (i32x4.sub (local.get $f) (local.get $b)))
@@ -437,13 +443,15 @@
                 (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
             (local.set $in (i32.add (local.get $in) (i32.const 64)))
             (local.set $out (i32.add (local.get $out) (i32.const 16)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 16)))
+            (br_if $groups (i32.and (local.tee $j (i32.sub (local.get $j) (i32.const 1)))
+                                    (i32.ge_u (local.get $left) (i32.const 16)))))
             (local.set $err (f64x2.add (local.get $err)
               (f64x2.add (f64x2.promote_low_f32x4 (local.get $te))
                          (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $te) (local.get $te))))))
             (local.set $sig (f64x2.add (local.get $sig)
               (f64x2.add (f64x2.promote_low_f32x4 (local.get $tw))
                          (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $tw) (local.get $tw))))))
-            (local.set $left (i32.sub (local.get $left) (i32.const 16)))
             (br $vec)))
         ;; The proof above needs every |e| under 0.75 s (0.625 leaves room for a
         ;; rounded e), and float32 squares need the largest |e| to be 0 or 2^-40 and more.
