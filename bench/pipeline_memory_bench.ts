@@ -34,6 +34,7 @@ import { startFileJob } from "../streams/_file_job.ts";
 import { FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
 import { SlabMemory } from "../streams/_slab_memory.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
+import { resolveConfig } from "../src/config.ts";
 import { DEFAULT_SLAB_BYTES } from "../streams/safetensors_source.ts";
 import { fillValues, tensorName } from "./make_checkpoint.ts";
 
@@ -92,7 +93,7 @@ function pipeline(format: "arrows" | "safetensors"): Promise<number> {
 
 function fileJob(): Promise<number> {
   return fileJobMemory.run(async (reuseBuffers) => {
-    const job = await startFileJob(() => memorySource(file), { reuseBuffers });
+    const job = await startFileJob(() => memorySource(file), { config: resolveConfig({}), reuseBuffers });
     let bytes = 0;
     for await (const piece of job.bytes) bytes += piece.byteLength;
     return bytes;

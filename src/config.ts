@@ -7,30 +7,33 @@
  */
 import { z } from "zod";
 import { ConfigError } from "./errors.ts";
-import { globToRegExp } from "./glob.ts";
 import { quantizeOptionsSchema, resolveQuantizeOptions } from "./quantize_options.ts";
-import type { QuantizeOptions, ResolvedQuantizeOptions } from "./types.ts";
+import type { QuantizeOptions } from "./types.ts";
+import type { QuantizeConfig } from "./quantize_config.ts";
 import { formatIssues } from "./_zod_issues.ts";
+
+export { optionsFor, type QuantizeConfig, type TensorOverride } from "./quantize_config.ts";
 
 const configSchema = z.strictObject({
   global: quantizeOptionsSchema.optional(),
   tensors: z.record(z.string(), quantizeOptionsSchema.nullable()).optional(),
 });
 
-/** A per-tensor override. */
-export interface TensorOverride {
-  /** Glob over tensor names (`*` matches dots too). */
-  readonly pattern: string;
-  /** Options merged over the global ones, or `null` to leave matching tensors alone. */
-  readonly options: QuantizeOptions | null;
-}
+/** A `QuantizeConfig` object built by hand, checked as a configuration file is. */
+const builtConfigSchema = z.strictObject({
+  global: quantizeOptionsSchema,
+  tensors: z.array(z.strictObject({ pattern: z.string(), options: quantizeOptionsSchema.nullable() })),
+});
 
-/** A validated configuration. */
-export interface QuantizeConfig {
-  /** Options for every tensor, defaults filled in. */
-  readonly global: ResolvedQuantizeOptions;
-  /** Overrides in file order; the last matching one wins. */
-  readonly tensors: readonly TensorOverride[];
+/**
+ * The configurations this module made or checked. The jobs plan tensors from
+ * them without checking options again (the worker threads do not load zod).
+ */
+const validated = new WeakSet<QuantizeConfig>();
+
+function checked(config: QuantizeConfig): QuantizeConfig {
+  validated.add(config);
+  return config;
 }
 
 /**
@@ -56,35 +59,10 @@ export interface QuantizeConfig {
 export function parseConfig(input: unknown): QuantizeConfig {
   const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
-  return {
+  return checked({
     global: resolveQuantizeOptions(parsed.data.global ?? {}),
     tensors: Object.entries(parsed.data.tensors ?? {}).map(([pattern, options]) => ({ pattern, options })),
-  };
-}
-
-const compiled = new WeakMap<QuantizeConfig, readonly RegExp[]>();
-
-/**
- * The options that apply to a tensor: the global ones, with the last
- * matching override merged over them.
- *
- * @param config A configuration from {@linkcode parseConfig}.
- * @param name Tensor name.
- * @returns The options, or `null` when an override leaves the tensor alone.
- */
-export function optionsFor(config: QuantizeConfig, name: string): ResolvedQuantizeOptions | null {
-  let patterns = compiled.get(config);
-  if (!patterns) compiled.set(config, patterns = config.tensors.map((t) => globToRegExp(t.pattern)));
-  for (let i = config.tensors.length - 1; i >= 0; i--) {
-    if (!patterns[i].test(name)) continue;
-    const options = config.tensors[i].options;
-    return options === null ? null : { ...config.global, ...definedOnly(options) };
-  }
-  return config.global;
-}
-
-function definedOnly(options: QuantizeOptions): QuantizeOptions {
-  return Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined));
+  });
 }
 
 /**
@@ -95,12 +73,14 @@ function definedOnly(options: QuantizeOptions): QuantizeOptions {
  * @throws {ConfigError} When an option is invalid.
  */
 export function configOf(options: QuantizeOptions = {}): QuantizeConfig {
-  return { global: resolveQuantizeOptions(options), tensors: [] };
+  return checked({ global: resolveQuantizeOptions(options), tensors: [] });
 }
 
 /**
  * A configuration from either form callers give: plain options (for every
- * tensor), or a configuration with per-tensor overrides as is.
+ * tensor), or a configuration with per-tensor overrides. One made by
+ * {@linkcode parseConfig} comes back as is; one built by hand is checked and
+ * comes back with its global options completed.
  *
  * @example
  * ```ts
@@ -110,14 +90,17 @@ export function configOf(options: QuantizeOptions = {}): QuantizeConfig {
  * assert.equal(resolveConfig({ dtype: "int4" }).global.dtype, "int4");
  * const config = parseConfig({ tensors: { "lm_head.*": null } });
  * assert.equal(resolveConfig(config), config);
+ * assert.throws(() => resolveConfig({ global: { axis: 0.5 }, tensors: [] } as never), /axis/);
  * ```
  *
- * @param config Plain options, a parsed configuration, or nothing.
- * @returns The configuration.
- * @throws {ConfigError} When a plain option is invalid.
+ * @param config Plain options, a configuration, or nothing.
+ * @returns The configuration, checked.
+ * @throws {ConfigError} When an option is invalid.
  */
 export function resolveConfig(config: QuantizeConfig | QuantizeOptions | undefined): QuantizeConfig {
-  return config && "global" in config && "tensors" in config
-    ? config as QuantizeConfig
-    : configOf(config as QuantizeOptions);
+  if (!config || !("global" in config && "tensors" in config)) return configOf(config as QuantizeOptions);
+  if (validated.has(config as QuantizeConfig)) return config as QuantizeConfig;
+  const parsed = builtConfigSchema.safeParse(config);
+  if (!parsed.success) throw new ConfigError(formatIssues(parsed.error));
+  return checked({ global: resolveQuantizeOptions(parsed.data.global), tensors: parsed.data.tensors });
 }

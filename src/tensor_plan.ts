@@ -4,25 +4,11 @@
  *
  * @module
  */
-import { ConfigError } from "./errors.ts";
 import { resolveQuantizeOptions } from "./quantize_options.ts";
-import type { FloatDType, QuantizedTensorInfo, QuantizeOptions, SkippedTensor, SkipReason } from "./types.ts";
+import type { QuantizedTensorInfo, QuantizeOptions, SkippedTensor } from "./types.ts";
+import { FLOAT_DTYPES, planValidatedTensor, type TensorDescription } from "./_tensor_plan_validated.ts";
 
-const FLOAT_DTYPES: readonly string[] = ["float32", "float16", "bfloat16"];
-
-/** A tensor's identity as a plan needs it; `dtype` may be any type name. */
-export interface TensorDescription {
-  /** Tensor name. */
-  readonly name: string;
-  /** `float32`, `float16`, `bfloat16`, or any other type name (which is skipped). */
-  readonly dtype: string;
-  /** Dimensions. */
-  readonly shape: readonly number[];
-}
-
-function skip(name: string, reason: SkipReason, message: string): SkippedTensor {
-  return { kind: "skipped", name, reason, message };
-}
+export type { TensorDescription } from "./_tensor_plan_validated.ts";
 
 /**
  * Decides how a tensor is quantized, or why it is not.
@@ -48,54 +34,7 @@ export function planTensor(
   tensor: TensorDescription,
   options: QuantizeOptions | null,
 ): (QuantizedTensorInfo & { readonly kind: "plan" }) | SkippedTensor {
-  const { name, dtype, shape } = tensor;
-  if (!FLOAT_DTYPES.includes(dtype)) return skip(name, "not_float", `dtype ${dtype} is not a float type`);
-  if (options === null) return skip(name, "excluded", "excluded by the configuration");
-  const o = resolveQuantizeOptions(options);
-  const rank = shape.length;
-  const size = shape.reduce((a, b) => a * b, 1);
-  if (rank === 0 || (rank === 1 && !o.quantizeRank1)) {
-    return skip(name, "rank_below_2", `rank ${rank} tensors stay in float (quantizeRank1 quantizes rank 1 per tensor)`);
-  }
-  if (size < 10) return skip(name, "too_small", `${size} elements, fewer than 10`);
-  if (size <= o.weightThreshold) {
-    return skip(name, "below_threshold", `${size} elements, not above weightThreshold ${o.weightThreshold}`);
-  }
-  const granularity = rank === 1 ? "per_tensor" : o.granularity;
-  const axis = o.axis < 0 ? o.axis + rank : o.axis;
-  if (granularity !== "per_tensor" && (axis < 0 || axis >= rank)) {
-    throw new ConfigError([`Cannot quantize tensor "${name}": axis ${o.axis} does not exist in shape [${shape}]`]);
-  }
-  const blockSizes = shape.map(() => 0);
-  if (granularity === "per_channel") blockSizes[axis] = 1;
-  if (granularity === "per_block") {
-    const inputAxis = axis === 0 ? 1 : axis === rank - 1 ? rank - 2 : axis === 1 ? 0 : -1;
-    if (inputAxis < 0) {
-      throw new ConfigError([
-        `Cannot quantize tensor "${name}" per block: channel axis ${o.axis} has no paired input axis (use 0, 1 or -1)`,
-      ]);
-    }
-    if (shape[inputAxis] % o.blockSize !== 0) {
-      return skip(
-        name,
-        "block_size_mismatch",
-        `block size ${o.blockSize} does not divide dimension ${shape[inputAxis]} of axis ${inputAxis}`,
-      );
-    }
-    blockSizes[axis] = 1;
-    blockSizes[inputAxis] = o.blockSize;
-  }
-  return {
-    kind: "plan",
-    name,
-    sourceDType: dtype as FloatDType,
-    dtype: o.dtype,
-    mode: o.mode,
-    granularity,
-    axis: granularity === "per_tensor" ? 0 : axis,
-    shape: [...shape],
-    blockSizes: blockSizes.map((b, i) => (b === 0 ? shape[i] : b)),
-    scaleShape: shape.map((d, i) => (blockSizes[i] === 0 ? 1 : d / blockSizes[i])),
-    scaleDType: dtype === "float16" ? "float16" : "float32",
-  };
+  // Options are checked only where they are used: a non-float tensor is skipped whatever they say.
+  const used = options !== null && FLOAT_DTYPES.includes(tensor.dtype);
+  return planValidatedTensor(tensor, used ? resolveQuantizeOptions(options) : null);
 }

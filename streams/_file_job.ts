@@ -20,7 +20,7 @@ import { bunGcHint } from "../src/_bun_gc_hint.ts";
 import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { writeFileFrom } from "./_pending_file.ts";
-import { resolveConfig } from "../src/config.ts";
+import type { QuantizeConfig } from "../src/quantize_config.ts";
 import type { QuantizePipelineOptions } from "./quantize_pipeline.ts";
 import { type OutputTensorSpec, SafetensorsEncoder } from "./safetensors_sink.ts";
 import { readSafetensors } from "./safetensors_source.ts";
@@ -49,22 +49,29 @@ export interface Encoder {
 }
 
 /**
- * Starts a quantization into file bytes, safetensors or Arrow IPC. Options as
- * for `quantizeSafetensors`, but `workers` does not apply (a file job splits
+ * Options of a file job: as for `quantizeSafetensors`, but the configuration
+ * comes validated (`resolveConfig`: the worker threads, which run file jobs,
+ * need not load the validator) and `workers` does not apply (a file job splits
  * tensors between threads itself; slab workers need the streams).
+ */
+export interface FileJobOptions extends Omit<QuantizePipelineOptions, "config" | "workers"> {
+  /** The configuration. */
+  readonly config: QuantizeConfig;
+  /** Where the reused buffers' memory comes from. */
+  readonly reuseBuffers: Allocate;
+}
+
+/**
+ * Starts a quantization into file bytes, safetensors or Arrow IPC.
  *
  * @param input The checkpoint.
- * @param options Configuration and callbacks, and where the reused buffers' memory comes from.
+ * @param options Configuration, callbacks and memory.
  * @returns The job.
  * @throws {FormatError} When the header is invalid.
- * @throws {ConfigError} When the configuration is invalid.
  * @throws {RangeError} When an output tensor would be listed twice (the input is closed).
  */
-export async function startFileJob(
-  input: string | (() => ByteSource),
-  options: QuantizePipelineOptions & { readonly reuseBuffers: Allocate },
-): Promise<FileJob> {
-  const config = resolveConfig(options.config);
+export async function startFileJob(input: string | (() => ByteSource), options: FileJobOptions): Promise<FileJob> {
+  const { config } = options;
   const { reuseBuffers } = options;
   const { header, chunks } = await readSafetensors(input, {
     slabBytes: options.slabBytes,

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import { optionsFor, type QuantizeConfig } from "../src/config.ts";
+import { optionsFor, type QuantizeConfig } from "../src/quantize_config.ts";
 import { floatDTypeOf, type SafetensorsHeader } from "../src/safetensors_header.ts";
-import { planTensor } from "../src/tensor_plan.ts";
+import { planValidatedTensor } from "../src/_tensor_plan_validated.ts";
 import type { QuantizedTensorRecord } from "./quantize_pipeline.ts";
 import { type OutputTensorSpec, quantizedSpecs } from "./safetensors_sink.ts";
 
@@ -33,7 +33,8 @@ export function outputPlan(header: SafetensorsHeader, config: QuantizeConfig): O
   const records: Record<string, QuantizedTensorRecord> = {};
   const groups = header.entries.map((entry): OutputTensorSpec[] => {
     const dtype = floatDTypeOf(entry.dtype);
-    const plan = dtype && planTensor({ name: entry.name, dtype, shape: entry.shape }, optionsFor(config, entry.name));
+    const plan = dtype &&
+      planValidatedTensor({ name: entry.name, dtype, shape: entry.shape }, optionsFor(config, entry.name));
     if (!plan || plan.kind !== "plan") {
       return [{ name: entry.name, dtype: entry.dtype, shape: entry.shape, byteLength: entry.end - entry.begin }];
     }

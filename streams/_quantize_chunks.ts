@@ -5,18 +5,18 @@
  * @module
  */
 import { type Allocate, allocatorOf, BufferRing } from "../src/buffer_ring.ts";
-import { optionsFor, type QuantizeConfig } from "../src/config.ts";
+import { optionsFor, type QuantizeConfig } from "../src/quantize_config.ts";
 import { FormatError } from "../src/errors.ts";
 import { dtypeSize } from "../src/safetensors_header.ts";
 import { elementCount, type TensorReport } from "../src/report.ts";
-import { planTensor } from "../src/tensor_plan.ts";
+import { planValidatedTensor } from "../src/_tensor_plan_validated.ts";
 import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 import { SlabWorkers } from "./_slab_workers.ts";
 import { type JobMemory, OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
 
 function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory): TensorJob {
   const { tensor } = slab;
-  const plan = planTensor(tensor, optionsFor(config, tensor.name));
+  const plan = planValidatedTensor(tensor, optionsFor(config, tensor.name));
   if (plan.kind === "skipped") return new SkipJob(tensor, plan);
   const { kind: _, ...info } = plan;
   return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, memory) : new TwoPassJob(tensor, info, memory);

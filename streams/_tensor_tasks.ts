@@ -8,7 +8,7 @@
  */
 import { closeSync, openSync } from "node:fs";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
-import type { QuantizeConfig } from "../src/config.ts";
+import type { QuantizeConfig } from "../src/quantize_config.ts";
 import type { TensorReport } from "../src/report.ts";
 import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
 import { writeFully } from "./_pending_file.ts";

@@ -6,11 +6,12 @@
  */
 import { BlockLayout } from "../src/block_layout.ts";
 import { BlockRange } from "../src/block_range.ts";
-import { configOf, optionsFor, type QuantizeConfig } from "../src/config.ts";
+import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
+import { optionsFor } from "../src/quantize_config.ts";
 import { NonFiniteError } from "../src/errors.ts";
 import { floatValues } from "../src/float_values.ts";
 import { elementCount } from "../src/report.ts";
-import { planTensor } from "../src/tensor_plan.ts";
+import { planValidatedTensor } from "../src/_tensor_plan_validated.ts";
 import type { QuantizeOptions, Slab } from "../src/types.ts";
 
 /** The block statistics of one tensor. */
@@ -58,15 +59,13 @@ export class ChannelStatsStream extends TransformStream<Slab, TensorStats> {
    * @throws {ConfigError} When an option is invalid.
    */
   constructor(config: QuantizeConfig | QuantizeOptions = {}) {
-    const resolved = "global" in config && "tensors" in config
-      ? config as QuantizeConfig
-      : configOf(config as QuantizeOptions);
+    const resolved = resolveConfig(config);
     let current: { name: string; layout: BlockLayout; range: BlockRange; seen: number; size: number } | undefined;
     super({
       transform(slab, controller) {
         const { tensor } = slab;
         if (slab.offset === 0) {
-          const plan = planTensor(tensor, optionsFor(resolved, tensor.name));
+          const plan = planValidatedTensor(tensor, optionsFor(resolved, tensor.name));
           current = undefined;
           if (plan.kind === "skipped") return;
           const layout = new BlockLayout(plan.shape, plan.blockSizes);

@@ -211,7 +211,12 @@ export async function quantizeFile(
   if (workers === 0) {
     // Each piece is written before the next is made: rings of 2 buffers, which stay in cache.
     return await new SlabMemory(slabBytes, FILE_JOB_RING_SLOTS).run(async (reuseBuffers) => {
-      const job = await startFileJob(inputPath, { ...options, reuseBuffers, format });
+      const job = await startFileJob(inputPath, {
+        ...options,
+        config: resolveConfig(options.config),
+        reuseBuffers,
+        format,
+      });
       await writeFileJob(job, outputPath);
       return job.report();
     });

@@ -4,7 +4,7 @@
  * @module
  */
 import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
-import { configOf, type QuantizeConfig } from "../src/config.ts";
+import { type QuantizeConfig, resolveConfig } from "../src/config.ts";
 import { type ModelReport, summarize, type TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { pullTransform } from "../src/_pull_transform.ts";
@@ -35,10 +35,6 @@ export interface QuantizeStreamOptions {
    * @default {0}
    */
   workers?: number;
-}
-
-function isConfig(value: QuantizeConfig | QuantizeOptions): value is QuantizeConfig {
-  return "global" in value && "tensors" in value && Array.isArray(value.tensors);
 }
 
 /**
@@ -86,7 +82,7 @@ export class QuantizeStream {
     if (!Number.isInteger(workers) || workers < 0) {
       throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
     }
-    const resolved = isConfig(config) ? config : configOf(config);
+    const resolved = resolveConfig(config);
     const report = (r: TensorReport) => {
       this.#reports.push(r);
       options.onTensor?.(r);

@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { ConfigError, optionsFor, parseConfig } from "@quantflow/quantflow";
+import { ConfigError, optionsFor, parseConfig, QuantizeStream, resolveConfig } from "@quantflow/quantflow";
 
 describe("parseConfig", () => {
   test("fills defaults and applies the last matching override", () => {
@@ -44,5 +44,32 @@ describe("parseConfig", () => {
 
   test("rejects a non-object", () => {
     assert.throws(() => parseConfig([1]), ConfigError);
+  });
+});
+
+describe("resolveConfig", () => {
+  test("returns a parsed configuration as is and completes plain options", () => {
+    const config = parseConfig({ tensors: { "lm_head.*": null } });
+    assert.equal(resolveConfig(config), config);
+    assert.deepEqual(resolveConfig({ dtype: "uint4" }).global, { ...resolveConfig({}).global, dtype: "uint4" });
+  });
+
+  test("checks a configuration built by hand, which the jobs then use unchecked", async () => {
+    const built = { global: { axis: 1 }, tensors: [{ pattern: "*.c_attn.weight", options: { dtype: "int3" } }] };
+    try {
+      resolveConfig(built as never);
+      assert.fail("expected a ConfigError");
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.issues.join("\n"), /^tensors\[0\]\.options\.dtype: /m);
+    }
+    // The streams check it too, before any tensor is planned.
+    assert.throws(() => new QuantizeStream(built as never), ConfigError);
+    const good = { ...built, tensors: [{ pattern: "*.c_attn.weight", options: { dtype: "uint8" } }] };
+    const resolved = resolveConfig(good as never);
+    assert.equal(resolved.global.axis, 1);
+    assert.equal(resolved.global.dtype, "int8");
+    assert.equal(optionsFor(resolved, "h.0.attn.c_attn.weight")?.dtype, "uint8");
+    assert.equal(resolveConfig(resolved), resolved);
   });
 });

@@ -4,6 +4,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startFileJob } from "../streams/_file_job.ts";
+import { resolveConfig } from "../src/config.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { tinyGpt2 } from "../src/demo_model.ts";
 import { bytesOf, checkpoint } from "./_checkpoint.ts";
@@ -26,7 +27,7 @@ async function concat(pieces: AsyncIterable<Uint8Array>): Promise<Uint8Array> {
 
 test("a file job's bytes and report are the stream pipeline's, with rings of 2 buffers", async () => {
   for (const config of [{}, { granularity: "per_tensor" }, { dtype: "uint4", mode: "linear" }] as const) {
-    const job = await startFileJob(input, { config, slabBytes: 4096, reuseBuffers: fresh });
+    const job = await startFileJob(input, { config: resolveConfig(config), slabBytes: 4096, reuseBuffers: fresh });
     const streamed = await quantizeSafetensors(input, { config, slabBytes: 4096 });
     assert.deepEqual(await concat(job.bytes), await concat(streamed.output), JSON.stringify(config));
     assert.deepEqual(job.report(), streamed.report(), JSON.stringify(config));
@@ -45,7 +46,12 @@ test("to Arrow IPC too, non-float tensors left out and marked in the report as t
     }),
   );
   for (const config of [{}, { granularity: "per_tensor" }] as const) {
-    const job = await startFileJob(mixed, { config, slabBytes: 4096, reuseBuffers: fresh, format: "arrows" });
+    const job = await startFileJob(mixed, {
+      config: resolveConfig(config),
+      slabBytes: 4096,
+      reuseBuffers: fresh,
+      format: "arrows",
+    });
     const streamed = await quantizeSafetensors(mixed, { config, slabBytes: 4096, format: "arrows" });
     assert.deepEqual(await concat(job.bytes), await concat(streamed.output), JSON.stringify(config));
     const report = job.report();
@@ -56,11 +62,11 @@ test("to Arrow IPC too, non-float tensors left out and marked in the report as t
 
 test("cancel closes the input, whether the job started or not", async () => {
   const before = openFiles();
-  const unstarted = await startFileJob(input, { slabBytes: 4096, reuseBuffers: fresh });
+  const unstarted = await startFileJob(input, { config: resolveConfig({}), slabBytes: 4096, reuseBuffers: fresh });
   await unstarted.cancel();
   assert.equal(openFiles(), before, "never started");
 
-  const started = await startFileJob(input, { slabBytes: 4096, reuseBuffers: fresh });
+  const started = await startFileJob(input, { config: resolveConfig({}), slabBytes: 4096, reuseBuffers: fresh });
   for (let k = 0; k < 3; k++) assert.equal((await started.bytes.next()).done, false);
   await started.cancel();
   assert.equal(openFiles(), before, "started");
