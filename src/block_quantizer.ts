@@ -10,10 +10,11 @@ import { BlockRange } from "./block_range.ts";
 import { NonFiniteError } from "./errors.ts";
 import type { ErrorStats } from "./error_stats.ts";
 import { float16Bits } from "./float16.ts";
-import { computeBlockParams } from "./qparams.ts";
+import { type ArithmeticType, type BlockParams, computeBlockParams } from "./qparams.ts";
 import type { KernelParams } from "./quantize_kernel.ts";
 import { quantizeValues } from "./quantize_kernel.ts";
 import { isSigned, quantRange } from "./ranges.ts";
+import { wasmKernels } from "./wasm_kernels.ts";
 import type { QuantizedTensorInfo } from "./types.ts";
 
 /** Per-block parameters of a finished range. */
@@ -64,7 +65,14 @@ export class BlockQuantizer {
     const { info } = this;
     const range = quantRange(info.dtype, info.mode);
     const arithmetic = info.sourceDType === "float16" ? "float16" : "float32";
-    const p = computeBlockParams(this.#range.mins, this.#range.maxs, info.mode, range, arithmetic, info.name);
+    this.#setParams(
+      computeBlockParams(this.#range.mins, this.#range.maxs, info.mode, range, arithmetic, info.name),
+      arithmetic,
+    );
+  }
+
+  #setParams(p: BlockParams, arithmetic: ArithmeticType): void {
+    const range = quantRange(this.info.dtype, this.info.mode);
     this.#params = {
       kernel: {
         inverseScale: p.scale.map((s) => 1 / s),
@@ -76,6 +84,44 @@ export class BlockQuantizer {
       scale: p.scale,
       zeroRangeBlocks: p.zeroRangeBlocks,
     };
+  }
+
+  /**
+   * Observes every value of the layout, finishes and quantizes them: what
+   * `observe`, `finish` and `quantize` do, in one pass over the values where
+   * the wasm kernels can (whole blocks of contiguous values in their memory,
+   * quantized into it, in float32 arithmetic; src/wasm_kernels.ts,
+   * `observeQuantize`). Same bytes, parameters and error sums either way.
+   *
+   * @param values Values of every element of the layout.
+   * @param out Destination; a new array when omitted.
+   * @param errors Error sums to add these elements to.
+   * @param tensorOffset Flat index of the layout's first element in the tensor, for error messages.
+   * @returns The quantized values.
+   * @throws {NonFiniteError} On NaN or an infinity, naming its position.
+   */
+  observeAndQuantize(
+    values: Float32Array,
+    out?: Int8Array | Uint8Array,
+    errors?: ErrorStats,
+    tensorOffset = 0,
+  ): Int8Array | Uint8Array {
+    const { info, layout } = this;
+    const kernels = out && info.sourceDType !== "float16" && layout.contiguous && values.length === layout.size &&
+      wasmKernels();
+    if (kernels) {
+      const sums = new Float64Array(3);
+      const range = quantRange(info.dtype, info.mode);
+      const found = kernels.observeQuantize(values, layout.blockCount, layout.runLength, info.mode, range, out, sums);
+      if (found) {
+        this.#setParams(found, "float32");
+        errors?.add(sums, values.length);
+        return out;
+      }
+    }
+    this.observe(values, 0, tensorOffset);
+    this.finish();
+    return this.quantize(values, 0, out, errors);
   }
 
   get #finished(): Params {

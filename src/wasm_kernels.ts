@@ -46,10 +46,22 @@
  */
 import type { BlockLayout } from "./block_layout.ts";
 import type { KernelParams } from "./quantize_kernel.ts";
+import type { QuantRange } from "./ranges.ts";
+import type { QuantMode } from "./types.ts";
 import { compileKernels, type KernelExports } from "./wasm/_kernels_module.ts";
 import { align, unlessGrowthBlocked, WasmArena, type WasmLease } from "./_wasm_arena.ts";
 
 export type { WasmLease } from "./_wasm_arena.ts";
+
+/** What {@linkcode WasmKernels.observeQuantize} found and used. */
+export interface ObservedParams {
+  /** Scale per block (float32 values). */
+  readonly scale: Float64Array;
+  /** Zero point per block. */
+  readonly zeroPoint: Int32Array;
+  /** Blocks whose computed scale was 0 (stored as 1). */
+  readonly zeroRangeBlocks: number;
+}
 
 /** Options of {@linkcode createWasmKernels}. */
 export interface WasmKernelsOptions {
@@ -77,6 +89,8 @@ const MAGIC_BITS = 0x4b400000;
 const STAGE = 1 << 16;
 /** Byte address of the three float64 error sums, in the scratch bytes no kernel uses (128-1023). */
 const SUMS = 512;
+/** Byte address of the count of zero-range blocks `observe_quantize_err` found. */
+const ZERO_RANGE = 544;
 
 let shared: WasmKernels | undefined;
 let enabled = true;
@@ -477,6 +491,94 @@ export class WasmKernels {
     if (this.#x.quantize_contig_err(src, dst, n, first, run, sp, bp, qmin, qmax, SUMS) === 0) return;
     sums.set(this.#sumsBefore, SUMS >> 3);
     this.#errorSums(src, dst, n, offset, layout, flip);
+  }
+
+  /**
+   * Observes, parameterizes and quantizes whole blocks in one pass: the
+   * values are `blocks` blocks of `run` contiguous elements (a one-pass slab:
+   * per channel on axis 0, or per block), in float32 arithmetic. The same
+   * scales, zero points, bytes and error sums as `observe`, then
+   * `computeBlockParams`, then `quantize` with `errorSums`, without reading the
+   * values twice (src/wasm/kernels.wat, `observe_quantize_err`).
+   *
+   * @param values The values, a view of this instance's memory (a lease).
+   * @param blocks Number of blocks.
+   * @param run Elements per block.
+   * @param mode Quantization mode.
+   * @param range Quantized range.
+   * @param out One quantized value per element, a view of this instance's memory.
+   * @param errorSums The report's error sums (`[sum w^2, sum e^2, max |e|]`), added to.
+   * @returns Each block's scale and zero point and how many blocks had a zero range; `undefined`, with `out`
+   *   unspecified and `errorSums` untouched, when the arrays are not views of this memory or some value or
+   *   parameter is not finite: the caller then takes the three steps, which name the culprit.
+   */
+  observeQuantize(
+    values: Float32Array,
+    blocks: number,
+    run: number,
+    mode: QuantMode,
+    range: QuantRange,
+    out: Int8Array | Uint8Array,
+    errorSums: Float64Array,
+  ): ObservedParams | undefined {
+    return unlessGrowthBlocked(
+      () => this.#observeQuantize(values, blocks, run, mode, range, out, errorSums),
+      undefined,
+    );
+  }
+
+  #observeQuantize(
+    values: Float32Array,
+    blocks: number,
+    run: number,
+    mode: QuantMode,
+    range: QuantRange,
+    out: Int8Array | Uint8Array,
+    errorSums: Float64Array,
+  ): ObservedParams | undefined {
+    const n = values.length;
+    const buffer = this.#arena.buffer;
+    if (values.buffer !== buffer || out.buffer !== buffer || n !== blocks * run || out.length < n || n === 0) {
+      return undefined;
+    }
+    // Pointers first: reserving block room may grow the memory and detach views.
+    const inPtr = values.byteOffset;
+    const outPtr = out.byteOffset;
+    this.#reserveBlocks(blocks + 16);
+    this.#params = undefined; // the kernel writes its own parameters where uploads go
+    const { qmin, qmax } = range;
+    const sums = this.#arena.f64;
+    sums.set(errorSums, SUMS >> 3);
+    const sym = mode === "linear_symmetric" ? 1 : 0;
+    const status = this.#x.observe_quantize_err(
+      inPtr,
+      outPtr,
+      blocks,
+      run,
+      sym,
+      qmin,
+      qmax,
+      range.fixedZeroPoint ?? 0,
+      this.#scales,
+      this.#biases,
+      SUMS,
+      ZERO_RANGE,
+    );
+    if (status === 2) return undefined;
+    if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
+      sums.set(errorSums, SUMS >> 3);
+      this.#x.error_contig(inPtr, outPtr, n, run, run, this.#scales, this.#biases, qmin < 0 ? 128 : 0, SUMS);
+    }
+    errorSums.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    const s0 = this.#scales >> 2;
+    const b0 = this.#biases >> 2;
+    const f32 = this.#arena.f32;
+    const i32 = this.#arena.i32;
+    return {
+      scale: Float64Array.from(f32.subarray(s0, s0 + blocks)),
+      zeroPoint: Int32Array.from(i32.subarray(b0, b0 + blocks), (bias) => MAGIC_BITS - bias),
+      zeroRangeBlocks: i32[ZERO_RANGE >> 2],
+    };
   }
 
   /** Adds the error sums of a contiguous chunk, still in wasm memory, to the three float64 at SUMS. */

@@ -145,17 +145,21 @@ abstract class QuantizeJob implements TensorJob {
     return floatValues(slab.data, this.tensor.dtype, scratch);
   }
 
+  /**
+   * Quantizes a slab's values into the output ring with `quantize` (the
+   * quantizer's `quantize`, or `observeAndQuantize` in one pass) and wraps
+   * them with their scales.
+   */
   protected output(
     quantizer: BlockQuantizer,
     slab: Slab,
-    values: Float32Array,
-    valueOffset: number,
+    length: number,
+    quantize: (out?: Int8Array | Uint8Array) => Int8Array | Uint8Array,
     scales: { offset: number; from: number; to: number },
   ): QuantizedSlab {
-    const bytes = this.outputs?.take(values.length);
-    const out = bytes &&
-      (isSigned(this.info.dtype) ? new Int8Array(bytes.buffer, bytes.byteOffset, values.length) : bytes);
-    const data = quantizer.quantize(values, valueOffset, out, this.errors);
+    const bytes = this.outputs?.take(length);
+    const out = bytes && (isSigned(this.info.dtype) ? new Int8Array(bytes.buffer, bytes.byteOffset, length) : bytes);
+    const data = quantize(out);
     const zeroPoint = storesZeroPoint(this.info.dtype, this.info.mode)
       ? { zeroPoint: quantizer.zeroPoints(scales.from, scales.to) }
       : {};
@@ -224,15 +228,16 @@ export class OnePassJob extends QuantizeJob {
     const rows = this.#rows(slab);
     const quantizer = new BlockQuantizer(this.info, [rows, ...this.info.shape.slice(1)]);
     const values = this.values(slab);
-    quantizer.observe(values, 0, slab.offset);
-    quantizer.finish();
-    this.zeroRangeBlocks += quantizer.zeroRangeBlocks;
+    const quantize = (out?: Int8Array | Uint8Array) =>
+      quantizer.observeAndQuantize(values, out, this.errors, slab.offset);
     const blocks = quantizer.layout.blockCount;
-    yield this.output(quantizer, slab, values, 0, {
+    const quantized = this.output(quantizer, slab, values.length, quantize, {
       offset: (slab.offset / this.#rowLength) * this.#blocksPerRow,
       from: 0,
       to: blocks,
     });
+    this.zeroRangeBlocks += quantizer.zeroRangeBlocks;
+    yield quantized;
   }
 
   /**
@@ -338,8 +343,8 @@ export class TwoPassJob extends QuantizeJob {
       yield this.output(
         quantizer,
         slab,
-        values,
-        slab.offset,
+        values.length,
+        (out) => quantizer.quantize(values, slab.offset, out, this.errors),
         first ? { offset: 0, from: 0, to: all } : { offset: all, from: all, to: all },
       );
       first = false;

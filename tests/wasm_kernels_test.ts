@@ -671,3 +671,96 @@ test("createWasmKernels rejects bad pool sizes", () => {
   assert.throws(() => createWasmKernels({ capacity: 1.5 }), RangeError);
   assert.throws(() => createWasmKernels({ blockCapacity: -1 }), RangeError);
 });
+
+/** observeQuantize on `values` copied into k's pools; undefined when it refuses. */
+function observeQuantizeInPlace(
+  k: WasmKernels,
+  values: Float32Array,
+  layout: BlockLayout,
+  mode: QuantMode,
+  dtype: QuantDType,
+  sums: Float64Array,
+) {
+  const input = k.input(values.length);
+  input.set(values);
+  const out = k.output(values.length);
+  const found = k.observeQuantize(input, layout.blockCount, layout.runLength, mode, quantRange(dtype, mode), out, sums);
+  return found && { ...found, bytes: Uint8Array.from(out) };
+}
+
+test("observeQuantize gives what observe, computeBlockParams and quantize give, in one pass", () => {
+  const k = kernels({ capacity: 1 << 16 });
+  const shapes: [number[], number[]][] = [[[1, 4096], [1, 0]], [[5, 100], [1, 0]], [[3, 1000], [0, 0]]];
+  for (const run of [1, 3, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65]) shapes.push([[4, 2 * run], [1, run]]);
+  const families = [
+    ...VALUES,
+    { name: "zero and constant blocks", gen: ((_r, i) => (i % 7 < 3 ? 0 : i % 7 < 5 ? 0.25 : -3)) as Gen },
+  ];
+  let cases = 0;
+  let seed = 500;
+  for (const [shape, blocks] of shapes) {
+    const layout = new BlockLayout(shape, blocks);
+    for (const family of families) {
+      const values = fill(layout.size, family.gen, seed++, "float32");
+      for (const mode of MODES) {
+        for (const dtype of DTYPES) {
+          const where = `[${shape}] blocks [${blocks}] ${family.name} ${mode} ${dtype}`;
+          const range = new BlockRange(layout);
+          assert.equal(range.observe(values, 0), -1);
+          let p;
+          try {
+            p = computeBlockParams(range.mins, range.maxs, mode, quantRange(dtype, mode), "float32", "t");
+          } catch {
+            continue; // an overflow: the fallback test below covers it
+          }
+          const q = quantRange(dtype, mode);
+          const params = {
+            inverseScale: p.scale.map((s) => 1 / s),
+            zeroPoint: p.zeroPoint,
+            ...q,
+            arithmetic: "float32" as const,
+          };
+          const want = reference(values, 0, layout, params, isSigned(dtype));
+          const expected = new ErrorStats();
+          expected.observe(values, 0, layout, want, p.scale, p.zeroPoint);
+          const sums = new Float64Array(3);
+          const got = observeQuantizeInPlace(k, values, layout, mode, dtype, sums);
+          assert.ok(got, where);
+          assert.deepEqual(got.bytes, bytes(want), `${where}: ${firstDifference(got.bytes, bytes(want))}`);
+          assert.deepEqual(got.scale, p.scale, where);
+          assert.deepEqual(got.zeroPoint, p.zeroPoint, where);
+          assert.equal(got.zeroRangeBlocks, p.zeroRangeBlocks, where);
+          assert.equal(sums[2], expected.maxAbsError, where);
+          assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-6 * expected.signalEnergy, where);
+          assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-6 * expected.errorEnergy, where);
+          cases++;
+        }
+      }
+    }
+  }
+  assert.ok(cases > 500, `${cases} cases`);
+});
+
+test("observeQuantize refuses non-finite values and parameters, leaving the sums alone", () => {
+  const k = kernels({ capacity: 1 << 12 });
+  const layout = new BlockLayout([3, 40], [1, 0]);
+  const base = fill(layout.size, VALUES[0].gen, 9, "float32");
+  // NaN and infinities in the vector part and the scalar tail of the first, middle and last blocks.
+  for (const at of [0, 5, 39, 41, 77, 80, 119]) {
+    for (const bad of [NaN, Infinity, -Infinity]) {
+      const values = base.slice();
+      values[at] = bad;
+      const sums = new Float64Array([1, 2, 3]);
+      assert.equal(observeQuantizeInPlace(k, values, layout, "linear", "uint8", sums), undefined, `${bad} at ${at}`);
+      assert.deepEqual([...sums], [1, 2, 3]);
+    }
+  }
+  // A range whose width overflows float32 (computeBlockParams throws).
+  const huge = base.map((x, i) => (i === 50 ? 3e38 : i === 51 ? -3e38 : x));
+  assert.equal(observeQuantizeInPlace(k, huge, layout, "linear_symmetric", "int8", new Float64Array(3)), undefined);
+  // Arrays outside its memory.
+  assert.equal(
+    k.observeQuantize(base, 3, 40, "linear", quantRange("int8", "linear"), new Int8Array(120), new Float64Array(3)),
+    undefined,
+  );
+});

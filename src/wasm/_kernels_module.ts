@@ -46,6 +46,20 @@ export interface KernelExports {
     hi: number,
     acc: number,
   ): number;
+  observe_quantize_err(
+    inp: number,
+    out: number,
+    nb: number,
+    run: number,
+    sym: number,
+    qmin: number,
+    qmax: number,
+    fzp: number,
+    sp: number,
+    bp: number,
+    acc: number,
+    zr: number,
+  ): number;
   quantize_rows(
     inp: number,
     out: number,

@@ -505,6 +505,254 @@
         (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx))))))))
     (local.get $bad))
 
+  ;; A block's scale and zero point from its min and max, as computeBlockParams
+  ;; (src/qparams.ts) computes them in float32 arithmetic: every operation in
+  ;; float64, rounded to float32 where it rounds with Math.fround. Stores the
+  ;; scale at $sp and the bias (0x4B400000 - zero point) at $bp. Returns 0, 1
+  ;; for a zero range (scale 1, the fixed zero point $fzp, 0 in linear mode),
+  ;; or 2 when an intermediate is not finite (the caller's JavaScript then
+  ;; throws what computeBlockParams throws).
+  (func $block_params (param $mn f32) (param $mx f32) (param $sym i32) (param $qmin i32) (param $qmax i32)
+                      (param $fzp i32) (param $sp i32) (param $bp i32) (result i32)
+    (local $lo f64) (local $hi f64) (local $w f32) (local $s f32) (local $z f32) (local $zp i32) (local $zero i32)
+    (if (local.get $sym)
+      (then (local.set $hi (f64.max (f64.abs (f64.promote_f32 (local.get $mn))) (f64.abs (f64.promote_f32 (local.get $mx)))))
+            (local.set $lo (f64.neg (local.get $hi))))
+      (else (local.set $lo (f64.min (f64.const 0) (f64.promote_f32 (local.get $mn))))
+            (local.set $hi (f64.max (f64.const 0) (f64.promote_f32 (local.get $mx))))))
+    (local.set $w (f32.demote_f64 (f64.sub (local.get $hi) (local.get $lo))))
+    (local.set $s (f32.demote_f64 (f64.div (f64.promote_f32 (local.get $w))
+                                          (f64.convert_i32_s (i32.sub (local.get $qmax) (local.get $qmin))))))
+    (local.set $zp (local.get $fzp))
+    (if (i32.and (i32.eqz (local.get $sym)) (f32.ne (local.get $w) (f32.const 0)))
+      (then
+        ;; z = round(round(qmin * hi - qmax * lo) / width), each product rounded first.
+        (local.set $z (f32.demote_f64 (f64.div
+          (f64.promote_f32 (f32.demote_f64 (f64.sub
+            (f64.promote_f32 (f32.demote_f64 (f64.mul (f64.convert_i32_s (local.get $qmin)) (local.get $hi))))
+            (f64.promote_f32 (f32.demote_f64 (f64.mul (f64.convert_i32_s (local.get $qmax)) (local.get $lo)))))))
+          (f64.promote_f32 (local.get $w)))))
+        (if (f32.ne (f32.sub (local.get $z) (local.get $z)) (f32.const 0)) (then (return (i32.const 2))))
+        ;; Rounded half to even, then clipped (in float: a huge z must not trap the conversion).
+        (local.set $zp (i32.trunc_f32_s (f32.min (f32.convert_i32_s (local.get $qmax))
+          (f32.max (f32.convert_i32_s (local.get $qmin)) (f32.nearest (local.get $z))))))))
+    (if (f32.ne (f32.sub (local.get $s) (local.get $s)) (f32.const 0)) (then (return (i32.const 2))))
+    (if (f32.eq (local.get $s) (f32.const 0))
+      (then (local.set $s (f32.const 1)) (local.set $zp (local.get $fzp)) (local.set $zero (i32.const 1))))
+    (f32.store (local.get $sp) (local.get $s))
+    (i32.store (local.get $bp) (i32.sub (i32.const 0x4B400000) (local.get $zp)))
+    (local.get $zero))
+
+  ;; The lanes' min (or max) of $v.
+  (func $min4 (param $v v128) (result f32)
+    (f32.min (f32.min (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
+             (f32.min (f32x4.extract_lane 2 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
+  (func $max4 (param $v v128) (result f32)
+    (f32.max (f32.max (f32x4.extract_lane 0 (local.get $v)) (f32x4.extract_lane 1 (local.get $v)))
+             (f32.max (f32x4.extract_lane 2 (local.get $v)) (f32x4.extract_lane 3 (local.get $v)))))
+
+  ;; Observes, computes the parameters of and quantizes $nb blocks of $run
+  ;; contiguous float32 values each (a one-pass slab: per channel on axis 0,
+  ;; or per block), adding the error sums to $acc as quantize_contig_err does:
+  ;; one pass where minmax_contig, JavaScript and quantize_contig_err took
+  ;; three. While block i is quantized (bound by its arithmetic), the same
+  ;; loop takes the min and max of block i + 1, whose reads then cost nothing.
+  ;; Mode: $sym 1 for linear_symmetric, 0 for linear; range [$qmin, $qmax],
+  ;; fixed zero point $fzp (0 in linear mode). Writes each block's scale to
+  ;; $sp, its bias to $bp, and the count of zero-range blocks to $zr. Returns
+  ;; quantize_contig_err's flag (1: redo the sums with error_contig), or 2,
+  ;; everything else then unspecified, when a value or parameter is not finite
+  ;; (Infinity, NaN, or a square beyond float32): the caller redoes the slab in
+  ;; the two-pass way, which finds and names the culprit.
+  (func (export "observe_quantize_err") (param $in i32) (param $out i32) (param $nb i32) (param $run i32)
+                                        (param $sym i32) (param $qmin i32) (param $qmax i32) (param $fzp i32)
+                                        (param $sp i32) (param $bp i32) (param $acc i32) (param $zr i32) (result i32)
+    (local $blk i32) (local $left i32) (local $j i32) (local $nx i32) (local $p i32) (local $bad i32) (local $st i32)
+    (local $zeros i32) (local $sf f32) (local $shf f32) (local $m f32) (local $mn f32) (local $mxs f32)
+    (local $si v128) (local $b v128) (local $sh v128) (local $sl v128) (local $lof v128) (local $hif v128)
+    (local $M v128) (local $ff v128) (local $x v128) (local $y v128) (local $f v128)
+    (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128) (local $k v128) (local $e v128)
+    (local $te v128) (local $tw v128) (local $sig v128) (local $err v128) (local $mxr v128) (local $mx v128)
+    (local $nmn v128) (local $nmx v128)
+    (local $xs f32) (local $v f32) (local $qs i32) (local $ss f64) (local $zs i32) (local $w f64) (local $ed f64)
+    (local $sig1 f64) (local $err1 f64) (local $mx1 f64)
+    (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $ff (i16x8.splat (i32.const 255)))
+    ;; Block 0's min and max.
+    (local.set $nmn (f32x4.splat (f32.const inf)))
+    (local.set $nmx (f32x4.splat (f32.const -inf)))
+    (local.set $p (local.get $in))
+    (local.set $left (local.get $run))
+    (block $d0
+      (loop $l0
+        (br_if $d0 (i32.lt_u (local.get $left) (i32.const 16)))
+        (local.set $nmn (f32x4.pmin (f32x4.pmin (local.get $nmn) (v128.load (local.get $p)))
+                                    (f32x4.pmin (v128.load offset=16 (local.get $p)) (v128.load offset=32 (local.get $p)))))
+        (local.set $nmn (f32x4.pmin (local.get $nmn) (v128.load offset=48 (local.get $p))))
+        (local.set $nmx (f32x4.pmax (f32x4.pmax (local.get $nmx) (v128.load (local.get $p)))
+                                    (f32x4.pmax (v128.load offset=16 (local.get $p)) (v128.load offset=32 (local.get $p)))))
+        (local.set $nmx (f32x4.pmax (local.get $nmx) (v128.load offset=48 (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 64)))
+        (local.set $left (i32.sub (local.get $left) (i32.const 16)))
+        (br $l0)))
+    (local.set $mn (call $min4 (local.get $nmn)))
+    (local.set $mxs (call $max4 (local.get $nmx)))
+    (block $t0
+      (loop $l0t
+        (br_if $t0 (i32.eqz (local.get $left)))
+        (local.set $mn (f32.min (local.get $mn) (f32.load (local.get $p))))
+        (local.set $mxs (f32.max (local.get $mxs) (f32.load (local.get $p))))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+        (br $l0t)))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $blk) (local.get $nb)))
+        (local.set $st (call $block_params (local.get $mn) (local.get $mxs) (local.get $sym) (local.get $qmin)
+                                           (local.get $qmax) (local.get $fzp) (local.get $sp) (local.get $bp)))
+        (if (i32.eq (local.get $st) (i32.const 2)) (then (return (i32.const 2))))
+        (local.set $zeros (i32.add (local.get $zeros) (local.get $st)))
+        (local.set $sf (f32.load (local.get $sp)))
+        (local.set $si (f32x4.splat (local.get $sf)))
+        (local.set $b (v128.load32_splat (local.get $bp)))
+        (local.set $zs (i32.sub (i32.const 0x4B400000) (i32.load (local.get $bp))))
+        (local.set $lof (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $qmin) (local.get $zs))))))
+        (local.set $hif (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $qmax) (local.get $zs))))))
+        (local.set $shf (f32.reinterpret_i32 (i32.and (i32.reinterpret_f32 (local.get $sf)) (i32.const 0xFFFFF000))))
+        (local.set $sh (f32x4.splat (local.get $shf)))
+        (local.set $sl (f32x4.splat (f32.sub (local.get $sf) (local.get $shf))))
+        (local.set $ss (f64.promote_f32 (local.get $sf)))
+        (if (i32.eqz (i32.and (f32.ge (local.get $sf) (f32.const 0x1p-40)) (f32.le (local.get $sf) (f32.const 0x1p40))))
+          (then (local.set $bad (i32.const 1))))
+        (local.set $mxr (v128.const i32x4 0 0 0 0))
+        (local.set $nmn (f32x4.splat (f32.const inf)))
+        (local.set $nmx (f32x4.splat (f32.const -inf)))
+        ;; The next block, or this one again for the last (its min and max then unused).
+        (local.set $nx (local.get $in))
+        (if (i32.lt_u (i32.add (local.get $blk) (i32.const 1)) (local.get $nb))
+          (then (local.set $nx (i32.add (local.get $in) (i32.shl (local.get $run) (i32.const 2))))))
+        (local.set $left (local.get $run))
+        (block $vdone
+          (loop $vec
+            (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
+            ;; As quantize_contig_err, plus the next block's min and max.
+            (local.set $te (v128.const i32x4 0 0 0 0))
+            (local.set $tw (v128.const i32x4 0 0 0 0))
+            (local.set $j (i32.const 2))
+            (loop $groups
+              (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+                (f32x4.add (f32x4.div (local.tee $x (v128.load offset=0 (local.get $in))) (local.get $si)) (local.get $M)))))
+              (local.set $q0 (i32x4.sub (local.get $f) (local.get $b)))
+              (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                       (f32x4.mul (local.get $sl) (local.get $k))))
+              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+              (local.set $y (v128.load offset=0 (local.get $nx)))
+              (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+              (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+              (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+                (f32x4.add (f32x4.div (local.tee $x (v128.load offset=16 (local.get $in))) (local.get $si)) (local.get $M)))))
+              (local.set $q1 (i32x4.sub (local.get $f) (local.get $b)))
+              (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                       (f32x4.mul (local.get $sl) (local.get $k))))
+              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+              (local.set $y (v128.load offset=16 (local.get $nx)))
+              (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+              (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+              (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+                (f32x4.add (f32x4.div (local.tee $x (v128.load offset=32 (local.get $in))) (local.get $si)) (local.get $M)))))
+              (local.set $q2 (i32x4.sub (local.get $f) (local.get $b)))
+              (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                       (f32x4.mul (local.get $sl) (local.get $k))))
+              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+              (local.set $y (v128.load offset=32 (local.get $nx)))
+              (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+              (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+              (local.set $f (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+                (f32x4.add (f32x4.div (local.tee $x (v128.load offset=48 (local.get $in))) (local.get $si)) (local.get $M)))))
+              (local.set $q3 (i32x4.sub (local.get $f) (local.get $b)))
+              (local.set $k (f32x4.sub (local.get $f) (local.get $M)))
+              (local.set $e (f32x4.sub (f32x4.sub (local.get $x) (f32x4.mul (local.get $sh) (local.get $k)))
+                                       (f32x4.mul (local.get $sl) (local.get $k))))
+              (local.set $mxr (f32x4.pmax (local.get $mxr) (f32x4.abs (local.get $e))))
+              (local.set $te (f32x4.add (local.get $te) (f32x4.mul (local.get $e) (local.get $e))))
+              (local.set $tw (f32x4.add (local.get $tw) (f32x4.mul (local.get $x) (local.get $x))))
+              (local.set $y (v128.load offset=48 (local.get $nx)))
+              (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+              (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+              (v128.store (local.get $out)
+                (i8x16.narrow_i16x8_u
+                  (v128.and (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (local.get $ff))
+                  (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
+              (local.set $in (i32.add (local.get $in) (i32.const 64)))
+              (local.set $nx (i32.add (local.get $nx) (i32.const 64)))
+              (local.set $out (i32.add (local.get $out) (i32.const 16)))
+              (local.set $left (i32.sub (local.get $left) (i32.const 16)))
+              (br_if $groups (i32.and (local.tee $j (i32.sub (local.get $j) (i32.const 1)))
+                                      (i32.ge_u (local.get $left) (i32.const 16)))))
+            (local.set $err (f64x2.add (local.get $err)
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $te))
+                         (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $te) (local.get $te))))))
+            (local.set $sig (f64x2.add (local.get $sig)
+              (f64x2.add (f64x2.promote_low_f32x4 (local.get $tw))
+                         (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $tw) (local.get $tw))))))
+            (br $vec)))
+        ;; quantize_contig_err's conditions for its float32 error sums.
+        (local.set $m (call $max4 (local.get $mxr)))
+        (if (i32.or (f32.ge (local.get $m) (f32.mul (f32.const 0.625) (local.get $sf)))
+                    (i32.and (f32.gt (local.get $m) (f32.const 0)) (f32.lt (local.get $m) (f32.const 0x1p-40))))
+          (then (local.set $bad (i32.const 1))))
+        (local.set $mx (f32x4.pmax (local.get $mx) (local.get $mxr)))
+        (local.set $mn (call $min4 (local.get $nmn)))
+        (local.set $mxs (call $max4 (local.get $nmx)))
+        ;; The block's last elements, one at a time, in float64 as error_contig computes them
+        ;; (finite values only: anything else fails the slab below); and the next block's.
+        (block $tdone
+          (loop $tail
+            (br_if $tdone (i32.eqz (local.get $left)))
+            (local.set $xs (f32.load (local.get $in)))
+            (local.set $v (f32.div (local.get $xs) (local.get $sf)))
+            (local.set $v (select (f32.const -4194304) (local.get $v) (f32.lt (local.get $v) (f32.const -4194304))))
+            (local.set $qs (i32.sub (i32.reinterpret_f32 (f32.add (local.get $v) (f32.const 12582912))) (i32.load (local.get $bp))))
+            (local.set $qs (select (local.get $qmin) (local.get $qs) (i32.lt_s (local.get $qs) (local.get $qmin))))
+            (local.set $qs (select (local.get $qmax) (local.get $qs) (i32.gt_s (local.get $qs) (local.get $qmax))))
+            (i32.store8 (local.get $out) (local.get $qs))
+            (local.set $w (f64.promote_f32 (local.get $xs)))
+            (local.set $ed (f64.sub (local.get $w) (f64.mul (local.get $ss) (f64.convert_i32_s
+              (i32.sub (local.get $qs) (local.get $zs))))))
+            (local.set $sig1 (f64.add (local.get $sig1) (f64.mul (local.get $w) (local.get $w))))
+            (local.set $err1 (f64.add (local.get $err1) (f64.mul (local.get $ed) (local.get $ed))))
+            (local.set $mx1 (f64.max (local.get $mx1) (f64.abs (local.get $ed))))
+            (local.set $mn (f32.min (local.get $mn) (f32.load (local.get $nx))))
+            (local.set $mxs (f32.max (local.get $mxs) (f32.load (local.get $nx))))
+            (local.set $in (i32.add (local.get $in) (i32.const 4)))
+            (local.set $nx (i32.add (local.get $nx) (i32.const 4)))
+            (local.set $out (i32.add (local.get $out) (i32.const 1)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+            (br $tail)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+        (local.set $blk (i32.add (local.get $blk) (i32.const 1)))
+        (br $blocks)))
+    ;; Infinity and NaN make the sum of squares Infinity or NaN (so may huge finite values: redone too).
+    (local.set $w (f64.add (local.get $sig1) (f64.add (f64x2.extract_lane 0 (local.get $sig)) (f64x2.extract_lane 1 (local.get $sig)))))
+    (if (f64.ne (f64.sub (local.get $w) (local.get $w)) (f64.const 0)) (then (return (i32.const 2))))
+    (f64.store (local.get $acc) (f64.add (f64.load (local.get $acc)) (local.get $w)))
+    (f64.store offset=8 (local.get $acc) (f64.add (f64.load offset=8 (local.get $acc))
+      (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
+    (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
+      (f64.max (local.get $mx1) (f64.promote_f32 (call $max4 (local.get $mx))))))
+    (i32.store (local.get $zr) (local.get $zeros))
+    (local.get $bad))
+
   ;; Rows of $rowLen elements whose columns fall in blocks of $cb; the row
   ;; base block indices (one i32 per row touched) at $rb; the first row
   ;; starts at column $col. Scales and biases of block 0 at $sp and $bp.
