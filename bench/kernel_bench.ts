@@ -1,7 +1,8 @@
 /**
  * Quantize kernels, JavaScript versus WebAssembly SIMD: a float32
  * [4096, 4096] weight, per channel, `linear_symmetric` int8 (a min/max pass,
- * then a quantize pass), one thread.
+ * then a quantize pass; or both in one pass, with the report's error sums, as
+ * file jobs run them), one thread.
  *
  *     deno run -A bench/kernel_bench.ts
  *     bun bench/kernel_bench.ts
@@ -132,6 +133,15 @@ const variants: Variant[] = [
     },
   },
   {
+    name: "wasm one pass with error sums, in place (pools)",
+    run: () => {
+      const sums = new Float64Array(3);
+      const o = k.outputInt8(N);
+      if (!k.observeQuantize(pool, ROWS, COLS, "linear_symmetric", range, o, sums)) throw new Error("refused");
+      sink += o[12345];
+    },
+  },
+  {
     name: "wasm quantize only, in place (pools)",
     run: () => {
       const o = k.outputInt8(N);
@@ -151,6 +161,15 @@ const variants: Variant[] = [
 ].map((v) => ({ ...v, times: [] }));
 
 // The variants must agree before they are timed.
+{
+  const o = k.outputInt8(N);
+  if (!k.observeQuantize(pool, ROWS, COLS, "linear_symmetric", range, o, new Float64Array(3))) {
+    throw new Error("refused");
+  }
+  const oneRow = quantizeTensor({ name: "w", dtype: "float32", shape: [ROWS, COLS], data });
+  if (oneRow.kind !== "quantized") throw new Error(oneRow.message);
+  for (let i = 0; i < N; i++) if (o[i] !== oneRow.data[i]) throw new Error(`one pass and JS differ at element ${i}`);
+}
 {
   const js = quantizeTensor({ name: "w", dtype: "float32", shape: [ROWS, COLS], data });
   if (js.kind !== "quantized") throw new Error(js.message);

@@ -506,7 +506,7 @@ export class WasmKernels {
    * @param run Elements per block.
    * @param mode Quantization mode.
    * @param range Quantized range.
-   * @param out One quantized value per element, a view of this instance's memory.
+   * @param out One quantized value per element, a view of this instance's memory apart from `values`.
    * @param errorSums The report's error sums (`[sum w^2, sum e^2, max |e|]`), added to.
    * @returns Each block's scale and zero point and how many blocks had a zero range; `undefined`, with `out`
    *   unspecified and `errorSums` untouched, when the arrays are not views of this memory or some value or
@@ -541,10 +541,13 @@ export class WasmKernels {
     if (values.buffer !== buffer || out.buffer !== buffer || n !== blocks * run || out.length < n || n === 0) {
       return undefined;
     }
-    // Pointers first: reserving block room may grow the memory and detach views.
     const inPtr = values.byteOffset;
     const outPtr = out.byteOffset;
+    // Output over the input would leave the caller's fallback (and the float64 sums) nothing to read again.
+    if (outPtr < inPtr + 4 * n && inPtr < outPtr + n) return undefined;
     this.#reserveBlocks(blocks + 16);
+    // Had the memory grown, the caller's views would be detached: it can only take the three steps then.
+    if (this.#arena.buffer !== buffer) return undefined;
     this.#params = undefined; // the kernel writes its own parameters where uploads go
     const { qmin, qmax } = range;
     const sums = this.#arena.f64;

@@ -758,6 +758,14 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
   // A range whose width overflows float32 (computeBlockParams throws).
   const huge = base.map((x, i) => (i === 50 ? 3e38 : i === 51 ? -3e38 : x));
   assert.equal(observeQuantizeInPlace(k, huge, layout, "linear_symmetric", "int8", new Float64Array(3)), undefined);
+  // Output over its own input.
+  const input = k.input(base.length);
+  input.set(base);
+  const over = new Uint8Array(input.buffer, input.byteOffset, base.length);
+  assert.equal(
+    k.observeQuantize(input, 3, 40, "linear", quantRange("uint8", "linear"), over, new Float64Array(3)),
+    undefined,
+  );
   // Arrays outside its memory.
   assert.equal(
     k.observeQuantize(base, 3, 40, "linear", quantRange("int8", "linear"), new Int8Array(120), new Float64Array(3)),
