@@ -49,7 +49,8 @@ export interface KernelParams {
  * @param params Per-block parameters.
  * @param out One quantized value per element.
  * @param errorSums Error sums of the report (`[sum w^2, sum e^2, max |e|]`) to add
- *   to, computed on the way (one pass over the values, not two) where the layout is contiguous.
+ *   to, computed on the way: by the wasm kernels for any layout, by the JavaScript ones (one pass over the
+ *   values, not two) where the layout is contiguous.
  * @returns Whether `errorSums` were added to; if not, the caller computes them.
  */
 export function quantizeValues(
@@ -61,7 +62,7 @@ export function quantizeValues(
   errorSums?: Float64Array,
 ): boolean {
   if (values.length >= WASM_MIN && wasmKernels()?.quantize(values, offset, layout, params, out, errorSums)) {
-    return errorSums !== undefined && layout.contiguous;
+    return errorSums !== undefined;
   }
   const { inverseScale, zeroPoint, qmin, qmax } = params;
   const f16 = params.arithmetic === "float16";

@@ -398,13 +398,13 @@ export class WasmKernels {
    * @param layout The block layout.
    * @param params Per-block parameters.
    * @param out One quantized value per element (views of `output()` are written in place).
-   * @param errorSums When given, and the layout is contiguous, the error sums of
-   *   the report (`[sum w^2, sum e^2, max |e|]`, as `ErrorStats` keeps them) are
-   *   added to it while the values are in wasm memory: they were added when the
-   *   call returns `true` and `layout.contiguous` holds. Every error is exact, so
-   *   is the maximum; in float32 arithmetic the squares are summed in float32
-   *   over up to 32 elements before float64 (src/wasm/kernels.wat,
-   *   `quantize_contig_err`), within 1e-6 of the exact sums, relatively.
+   * @param errorSums When given, the error sums of the report (`[sum w^2, sum
+   *   e^2, max |e|]`, as `ErrorStats` keeps them) are added to it while the
+   *   values are in wasm memory: they were added when the call returns `true`.
+   *   Every error is exact, so is the maximum. For contiguous layouts in float32
+   *   arithmetic the squares are summed in float32 over up to 32 elements before
+   *   float64 (src/wasm/kernels.wat, `quantize_contig_err`), within 1e-6 of the
+   *   exact sums, relatively; otherwise in float64 (`error_contig`, `error_rows`).
    * @returns `false` when the kernels cannot reproduce these parameters or
    *   values exactly (a scale whose `1 / scale` is not the stored inverse, or
    *   non-float16 inputs in float16 arithmetic); `out` is then unspecified,
@@ -442,8 +442,8 @@ export class WasmKernels {
     const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
     // In place or staged, STAGE elements at a time: the error sums then read values still in cache.
     const step = STAGE;
-    // Error sums ride along where the values are in wasm memory anyway (contiguous layouts only).
-    const sums = errorSums !== undefined && layout.contiguous;
+    // Error sums ride along where the values are in wasm memory anyway.
+    const sums = errorSums !== undefined;
     if (sums) this.#arena.f64.set(errorSums, SUMS >> 3);
     // How the error sums read a stored byte: as the range says, whatever the array type.
     const flip = qmin < 0 ? 128 : 0;
@@ -456,10 +456,12 @@ export class WasmKernels {
         src = this.#stageIn;
       }
       const dst = outPtr >= 0 ? outPtr + i : this.#stageOut;
-      if (sums && !f16) this.#quantizeWithErrors(src, dst, len, offset + i, layout, qmin, qmax, flip);
-      else {
+      if (sums && !f16 && layout.contiguous) {
+        this.#quantizeWithErrors(src, dst, len, offset + i, layout, qmin, qmax, flip);
+      } else {
         bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
-        if (sums) this.#errorSums(src, dst, len, offset + i, layout, flip);
+        if (sums && layout.contiguous) this.#errorSums(src, dst, len, offset + i, layout, flip);
+        else if (sums) this.#errorRows(src, dst, len, offset + i, layout, flip);
       }
       if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), i);
     }
@@ -588,6 +590,28 @@ export class WasmKernels {
   #errorSums(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
     const { first, run, sp, bp } = this.#runsFrom(offset, layout);
     this.#x.error_contig(src, dst, n, first, run, sp, bp, flip, SUMS);
+  }
+
+  /**
+   * Adds the error sums of rows `#quantizeSlab` just quantized (its row table still filled) to the three float64
+   * at SUMS, in float64 as `error_contig` computes them.
+   */
+  #errorRows(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
+    const { rowLength, columnBlock } = layout;
+    const col = offset % rowLength;
+    this.#x.error_rows(
+      src,
+      dst,
+      n,
+      col,
+      rowLength,
+      columnBlock,
+      this.#rowBases,
+      this.#scales,
+      this.#biases,
+      flip,
+      SUMS,
+    );
   }
 
   /** For a contiguous layout from element `offset`: the first run's length, the run length, its scale and bias. */

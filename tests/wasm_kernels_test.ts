@@ -772,3 +772,50 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
     undefined,
   );
 });
+
+test("quantize adds the error sums in float64 for layouts of rows, as ErrorStats computes them", () => {
+  const k = kernels();
+  let cases = 0;
+  for (const spec of LAYOUTS.filter((l) => !new BlockLayout(l.shape, l.blocks).contiguous)) {
+    const layout = new BlockLayout(spec.shape, spec.blocks);
+    for (const { name, gen } of VALUES) {
+      for (const arithmetic of ARITHMETIC) {
+        const values = fill(layout.size, gen, 91 + cases, arithmetic);
+        for (const mode of MODES) {
+          for (const dtype of DTYPES) {
+            let params: KernelParams;
+            try {
+              params = paramsFor(values, layout, mode, dtype, arithmetic);
+            } catch {
+              continue; // float16 overflow in linear mode
+            }
+            const signed = isSigned(dtype);
+            const q = reference(values, 0, layout, params, signed);
+            const scale = Float64Array.from(
+              params.inverseScale,
+              (inv) => (arithmetic === "float16" ? f16round : Math.fround)(1 / inv),
+            );
+            const expected = new ErrorStats();
+            expected.observe(values, 0, layout, q, scale, params.zeroPoint);
+            // Slabs at odd offsets, staged from JS memory, summing into one accumulator.
+            const sums = new Float64Array(3);
+            const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
+            let from = 0;
+            for (const to of [1, 7, 100, 333, values.length].filter((c) => c <= values.length)) {
+              assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to), sums));
+              from = to;
+            }
+            const where = `${spec.name} ${name} ${arithmetic} ${mode} ${dtype}`;
+            assert.deepEqual(bytes(out), bytes(q), where);
+            assert.equal(sums[2], expected.maxAbsError, where);
+            // Float64 sums, added in another order.
+            assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-12 * expected.signalEnergy, where);
+            assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-12 * expected.errorEnergy, where);
+            cases++;
+          }
+        }
+      }
+    }
+  }
+  assert.ok(cases > 150, `${cases} cases`);
+});

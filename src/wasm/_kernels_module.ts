@@ -60,6 +60,19 @@ export interface KernelExports {
     acc: number,
     zr: number,
   ): number;
+  error_rows(
+    inp: number,
+    q: number,
+    n: number,
+    col: number,
+    rowLen: number,
+    cb: number,
+    rb: number,
+    sp: number,
+    bp: number,
+    flip: number,
+    acc: number,
+  ): void;
   quantize_rows(
     inp: number,
     out: number,

@@ -1180,4 +1180,108 @@
       (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
     (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
       (f64.max (local.get $mx1) (f64.max (f64x2.extract_lane 0 (local.get $mx)) (f64x2.extract_lane 1 (local.get $mx)))))))
+
+  ;; As error_contig for $n elements of one row whose scales and biases are at
+  ;; $sp and $bp, advancing $adv bytes per 4 elements: 16 when every element
+  ;; has a block of its own (per channel on the last axis), 0 for one block
+  ;; (the scratch splats, see $splat). Adds to the three f64 at $acc.
+  (func $err_span (param $in i32) (param $q i32) (param $n i32) (param $sp i32) (param $bp i32) (param $adv i32)
+                  (param $flip i32) (param $acc i32)
+    (local $fz v128) (local $fl v128) (local $s v128) (local $x v128) (local $qi v128) (local $wl v128) (local $wh v128)
+    (local $el v128) (local $eh v128) (local $sig v128) (local $err v128) (local $mx v128)
+    (local $sadv i32) (local $w f64) (local $e f64) (local $sig1 f64) (local $err1 f64) (local $mx1 f64)
+    (local.set $fl (i32x4.splat (local.get $flip)))
+    ;; q - zp = (b ^ flip) - (flip + zp), zp = 0x4B400000 - bias
+    (local.set $fz (i32x4.splat (i32.add (local.get $flip) (i32.const 0x4B400000))))
+    (block $vdone
+      (loop $vec
+        (br_if $vdone (i32.lt_u (local.get $n) (i32.const 4)))
+        (local.set $x (v128.load (local.get $in)))
+        (local.set $s (v128.load (local.get $sp)))
+        (local.set $qi (i32x4.sub
+          (v128.xor (i32x4.extend_low_i16x8_u (i16x8.extend_low_i8x16_u (v128.load32_zero (local.get $q)))) (local.get $fl))
+          (i32x4.sub (local.get $fz) (v128.load (local.get $bp)))))
+        (local.set $wl (f64x2.promote_low_f32x4 (local.get $x)))
+        (local.set $wh (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $x) (local.get $x))))
+        (local.set $el (f64x2.sub (local.get $wl)
+          (f64x2.mul (f64x2.promote_low_f32x4 (local.get $s)) (f64x2.convert_low_i32x4_s (local.get $qi)))))
+        (local.set $eh (f64x2.sub (local.get $wh)
+          (f64x2.mul (f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $s) (local.get $s)))
+                     (f64x2.convert_low_i32x4_s (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 (local.get $qi) (local.get $qi))))))
+        (local.set $sig (f64x2.add (local.get $sig)
+          (f64x2.add (f64x2.mul (local.get $wl) (local.get $wl)) (f64x2.mul (local.get $wh) (local.get $wh)))))
+        (local.set $err (f64x2.add (local.get $err)
+          (f64x2.add (f64x2.mul (local.get $el) (local.get $el)) (f64x2.mul (local.get $eh) (local.get $eh)))))
+        (local.set $mx (f64x2.pmax (local.get $mx) (f64x2.pmax (f64x2.abs (local.get $el)) (f64x2.abs (local.get $eh)))))
+        (local.set $in (i32.add (local.get $in) (i32.const 16)))
+        (local.set $q (i32.add (local.get $q) (i32.const 4)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $adv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $adv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+        (br $vec)))
+    (local.set $sadv (i32.shr_u (local.get $adv) (i32.const 2)))
+    (block $tdone
+      (loop $tail
+        (br_if $tdone (i32.eqz (local.get $n)))
+        (local.set $w (f64.promote_f32 (f32.load (local.get $in))))
+        (local.set $e (f64.sub (local.get $w) (f64.mul (f64.promote_f32 (f32.load (local.get $sp))) (f64.convert_i32_s
+          (i32.sub (i32.xor (i32.load8_u (local.get $q)) (local.get $flip))
+                   (i32.sub (i32.add (local.get $flip) (i32.const 0x4B400000)) (i32.load (local.get $bp))))))))
+        (local.set $sig1 (f64.add (local.get $sig1) (f64.mul (local.get $w) (local.get $w))))
+        (local.set $err1 (f64.add (local.get $err1) (f64.mul (local.get $e) (local.get $e))))
+        (local.set $mx1 (f64.max (local.get $mx1) (f64.abs (local.get $e))))
+        (local.set $in (i32.add (local.get $in) (i32.const 4)))
+        (local.set $q (i32.add (local.get $q) (i32.const 1)))
+        (local.set $sp (i32.add (local.get $sp) (local.get $sadv)))
+        (local.set $bp (i32.add (local.get $bp) (local.get $sadv)))
+        (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+        (br $tail)))
+    (f64.store (local.get $acc) (f64.add (f64.load (local.get $acc))
+      (f64.add (local.get $sig1) (f64.add (f64x2.extract_lane 0 (local.get $sig)) (f64x2.extract_lane 1 (local.get $sig))))))
+    (f64.store offset=8 (local.get $acc) (f64.add (f64.load offset=8 (local.get $acc))
+      (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
+    (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
+      (f64.max (local.get $mx1) (f64.max (f64x2.extract_lane 0 (local.get $mx)) (f64x2.extract_lane 1 (local.get $mx)))))))
+
+  ;; Error sums (as error_contig) of the rows quantize_rows quantized, with the
+  ;; same row, block and parameter arguments; the bytes at $q.
+  (func (export "error_rows") (param $in i32) (param $q i32) (param $n i32) (param $col i32) (param $rowLen i32)
+                              (param $cb i32) (param $rb i32) (param $sp i32) (param $bp i32) (param $flip i32) (param $acc i32)
+    (local $base i32) (local $seg i32) (local $c i32) (local $rem i32) (local $blk i32) (local $len i32) (local $at i32)
+    (block $done
+      (loop $rows
+        (br_if $done (i32.le_s (local.get $n) (i32.const 0)))
+        (local.set $base (i32.load (local.get $rb)))
+        (local.set $rb (i32.add (local.get $rb) (i32.const 4)))
+        (local.set $seg (i32.sub (local.get $rowLen) (local.get $col)))
+        (if (i32.gt_u (local.get $seg) (local.get $n)) (then (local.set $seg (local.get $n))))
+        (if (i32.eq (local.get $cb) (i32.const 1))
+          (then
+            (local.set $at (i32.shl (i32.add (local.get $base) (local.get $col)) (i32.const 2)))
+            (call $err_span (local.get $in) (local.get $q) (local.get $seg)
+                            (i32.add (local.get $sp) (local.get $at)) (i32.add (local.get $bp) (local.get $at)) (i32.const 16)
+                            (local.get $flip) (local.get $acc))
+            (local.set $in (i32.add (local.get $in) (i32.shl (local.get $seg) (i32.const 2))))
+            (local.set $q (i32.add (local.get $q) (local.get $seg))))
+          (else
+            (local.set $c (local.get $col))
+            (local.set $rem (local.get $seg))
+            (block $rdone
+              (loop $runs
+                (br_if $rdone (i32.eqz (local.get $rem)))
+                (local.set $blk (i32.div_u (local.get $c) (local.get $cb)))
+                (local.set $len (i32.sub (i32.mul (i32.add (local.get $blk) (i32.const 1)) (local.get $cb)) (local.get $c)))
+                (if (i32.gt_u (local.get $len) (local.get $rem)) (then (local.set $len (local.get $rem))))
+                (local.set $at (i32.shl (i32.add (local.get $base) (local.get $blk)) (i32.const 2)))
+                (call $splat (i32.add (local.get $sp) (local.get $at)) (i32.add (local.get $bp) (local.get $at)))
+                (call $err_span (local.get $in) (local.get $q) (local.get $len) (i32.const 0) (i32.const 64) (i32.const 0)
+                                (local.get $flip) (local.get $acc))
+                (local.set $in (i32.add (local.get $in) (i32.shl (local.get $len) (i32.const 2))))
+                (local.set $q (i32.add (local.get $q) (local.get $len)))
+                (local.set $c (i32.add (local.get $c) (local.get $len)))
+                (local.set $rem (i32.sub (local.get $rem) (local.get $len)))
+                (br $runs)))))
+        (local.set $n (i32.sub (local.get $n) (local.get $seg)))
+        (local.set $col (i32.const 0))
+        (br $rows))))
 )
