@@ -487,7 +487,9 @@ function verdicts(rows: CaseSummary[], kernel: ReadonlyMap<string, KernelResult>
       }
     }
     // Pipeline elements/s against the bare kernel of the same kind (into a reused output, as the pipeline runs
-    // it): wall time of the child, and the CLI's own time (without the runtime's startup).
+    // it): wall time of the child, and the CLI's own time (without the runtime's startup). For reference only:
+    // file to file, this includes the disk and the runtime; issue 3's criterion is measured in memory
+    // (bench/pipeline_memory_bench.ts, whose verdicts bench/run.ts prints).
     for (const [suffix, kind] of [["", "wasm"], ["_js", "js"]] as const) {
       const k = kernel.get(`${rt} ${kind}`);
       for (const size of ["256M", "1G", "2G"]) {
@@ -496,10 +498,9 @@ function verdicts(rows: CaseSummary[], kernel: ReadonlyMap<string, KernelResult>
         const wall = gbs(p, p.bestS) * 1e9 / 4 / k.elementsPerSec;
         const inside = p.innerS ? gbs(p, p.innerS) * 1e9 / 4 / k.elementsPerSec : NaN;
         lines.push(
-          `issue 3 ${rt}: pipeline (${size} .arrows, ${kind} kernels) / bare ${kind} kernel elements/s = ` +
-            `${(wall * 100).toFixed(0)}% wall, ${(inside * 100).toFixed(0)}% inside the process ` +
-            `(kernel ${(k.elementsPerSec / 1e6).toFixed(0)} Melem/s) >= 70%: ${mark(wall >= 0.7)} wall, ` +
-            `${mark(inside >= 0.7)} inside`,
+          `issue 3 ${rt}, for reference: file to file (${size} .arrows, ${kind} kernels) / bare ${kind} kernel ` +
+            `elements/s = ${(wall * 100).toFixed(0)}% wall, ${(inside * 100).toFixed(0)}% inside the process ` +
+            `(kernel ${(k.elementsPerSec / 1e6).toFixed(0)} Melem/s; the disk and the runtime included)`,
         );
       }
     }

@@ -86,10 +86,20 @@ for (const runtime of runtimes) {
 
 // Issue 3's pipeline against the bare kernel without the file system, in one process per runtime and kernel kind.
 const memoryLines: string[] = [];
+const memoryVerdicts: string[] = [];
 for (const runtime of runtimes) {
   for (const kernels of [[], ["--js-kernels"]]) {
     const out = runTs(runtime, "bench/pipeline_memory_bench.ts", ["--rounds", "5", ...kernels]);
     memoryLines.push(...out.split("\n").filter((line) => line && !line.startsWith("RESULT ")));
+    const cases = parseResults<{ runtime: string; kernels: string; case: string; ofKernel: number }>(out);
+    const streams = cases.filter((c) => c.case.startsWith("pipeline "));
+    if (!streams.length) continue;
+    const worst = Math.min(...streams.map((c) => c.ofKernel));
+    memoryVerdicts.push(
+      `issue 3 ${streams[0].runtime}, ${streams[0].kernels} kernels: stream pipeline in memory / bare kernel ` +
+        `elements/s = ${streams.map((c) => `${(100 * c.ofKernel).toFixed(0)}% (${c.case.slice(9)})`).join(", ")}` +
+        ` >= 70%: ${worst >= 0.7 ? "PASS" : "FAIL"}`,
+    );
   }
 }
 
@@ -128,4 +138,5 @@ for (const line of memoryLines) console.log(line);
 console.log("\nPipeline: CLI child process under /usr/bin/time -v");
 console.log(formatPipelineTable(pipeline));
 console.log("");
+for (const line of memoryVerdicts) console.log(line);
 for (const line of pipelineOut.split("\n")) if (/^(issue|competitor) /.test(line)) console.log(line);
