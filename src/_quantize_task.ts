@@ -86,12 +86,10 @@ export function quantizeSlabTask(task: SlabTask, scratch?: Float32Array): SlabRe
     : new Uint16Array(task.data, 0, length);
   const values = floatValues(data, info.sourceDType, scratch);
   const quantizer = new BlockQuantizer(info, [rows, ...info.shape.slice(1)]);
-  quantizer.observe(values, 0, task.offset);
-  quantizer.finish();
   const q = task.out && task.out.byteLength >= length ? task.out : new ArrayBuffer(length);
   const out = isSigned(info.dtype) ? new Int8Array(q, 0, length) : new Uint8Array(q, 0, length);
   const errors = task.errorSums ? new ErrorStats() : undefined;
-  quantizer.quantize(values, 0, out, errors);
+  quantizer.observeAndQuantize(values, out, errors, task.offset);
   return {
     data: task.data,
     q,

@@ -89,9 +89,10 @@ export class BlockQuantizer {
   /**
    * Observes every value of the layout, finishes and quantizes them: what
    * `observe`, `finish` and `quantize` do, in one pass over the values where
-   * the wasm kernels can (whole blocks of contiguous values in their memory,
-   * quantized into it, in float32 arithmetic; src/wasm_kernels.ts,
-   * `observeQuantize`). Same bytes, parameters and error sums either way.
+   * the wasm kernels can (whole blocks of contiguous values, in place in their
+   * memory or staged, in float32 arithmetic; src/wasm_kernels.ts,
+   * `observeQuantize`). Same bytes and parameters either way, the same error
+   * sums within 1e-6 relatively.
    *
    * @param values Values of every element of the layout.
    * @param out Destination; a new array when omitted.
@@ -107,21 +108,22 @@ export class BlockQuantizer {
     tensorOffset = 0,
   ): Int8Array | Uint8Array {
     const { info, layout } = this;
-    const kernels = out && info.sourceDType !== "float16" && layout.contiguous && values.length === layout.size &&
+    const q = out ?? (isSigned(info.dtype) ? new Int8Array(values.length) : new Uint8Array(values.length));
+    const kernels = info.sourceDType !== "float16" && layout.contiguous && values.length === layout.size &&
       wasmKernels();
     if (kernels) {
-      const sums = new Float64Array(3);
+      const sums = errors && new Float64Array(3);
       const range = quantRange(info.dtype, info.mode);
-      const found = kernels.observeQuantize(values, layout.blockCount, layout.runLength, info.mode, range, out, sums);
+      const found = kernels.observeQuantize(values, layout.blockCount, layout.runLength, info.mode, range, q, sums);
       if (found) {
         this.#setParams(found, "float32");
-        errors?.add(sums, values.length);
-        return out;
+        if (sums) errors!.add(sums, values.length);
+        return q;
       }
     }
     this.observe(values, 0, tensorOffset);
     this.finish();
-    return this.quantize(values, 0, out, errors);
+    return this.quantize(values, 0, q, errors);
   }
 
   get #finished(): Params {

@@ -88,9 +88,7 @@ export function quantizeTensor(
   if (out) checkOut(out, info);
   const values = floatValues(tensor.data, tensor.dtype);
   const quantizer = new BlockQuantizer(info);
-  quantizer.observe(values, 0);
-  quantizer.finish();
-  const data = quantizer.quantize(values, 0, out);
+  const data = quantizer.observeAndQuantize(values, out);
   const zeroPoint = quantizer.zeroPoints();
   return {
     kind: "quantized",

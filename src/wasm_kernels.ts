@@ -503,16 +503,19 @@ export class WasmKernels {
    * `computeBlockParams`, then `quantize` with `errorSums`, without reading the
    * values twice (src/wasm/kernels.wat, `observe_quantize_err`).
    *
-   * @param values The values, a view of this instance's memory (a lease).
+   * @param values The values: a view of this instance's memory (a lease), used in place, or any array, staged
+   *   a few blocks at a time (blocks of at most 65536 elements).
    * @param blocks Number of blocks.
    * @param run Elements per block.
    * @param mode Quantization mode.
    * @param range Quantized range.
-   * @param out One quantized value per element, a view of this instance's memory apart from `values`.
-   * @param errorSums The report's error sums (`[sum w^2, sum e^2, max |e|]`), added to.
+   * @param out One quantized value per element (a view of this instance's memory apart from `values`, or any array).
+   * @param errorSums The report's error sums (`[sum w^2, sum e^2, max |e|]`), added to; when omitted, none are
+   *   computed (`observe_quantize`, at about the cost of the quantize pass alone).
    * @returns Each block's scale and zero point and how many blocks had a zero range; `undefined`, with `out`
-   *   unspecified and `errorSums` untouched, when the arrays are not views of this memory or some value or
-   *   parameter is not finite: the caller then takes the three steps, which name the culprit.
+   *   unspecified and `errorSums` untouched, when some value or parameter is not finite (or blocks too long to
+   *   stage, an output over its input, memory that had to grow under views of it): the caller then takes the three
+   *   steps, which name the culprit.
    */
   observeQuantize(
     values: Float32Array,
@@ -521,7 +524,7 @@ export class WasmKernels {
     mode: QuantMode,
     range: QuantRange,
     out: Int8Array | Uint8Array,
-    errorSums: Float64Array,
+    errorSums?: Float64Array,
   ): ObservedParams | undefined {
     return unlessGrowthBlocked(
       () => this.#observeQuantize(values, blocks, run, mode, range, out, errorSums),
@@ -536,45 +539,49 @@ export class WasmKernels {
     mode: QuantMode,
     range: QuantRange,
     out: Int8Array | Uint8Array,
-    errorSums: Float64Array,
+    errorSums?: Float64Array,
   ): ObservedParams | undefined {
     const n = values.length;
+    if (n !== blocks * run || out.length < n || n === 0) return undefined;
     const buffer = this.#arena.buffer;
-    if (values.buffer !== buffer || out.buffer !== buffer || n !== blocks * run || out.length < n || n === 0) {
-      return undefined;
-    }
-    const inPtr = values.byteOffset;
-    const outPtr = out.byteOffset;
+    const inPtr = values.buffer === buffer ? values.byteOffset : -1;
+    const outPtr = out.buffer === buffer ? out.byteOffset : -1;
+    const inPlace = inPtr >= 0 && outPtr >= 0;
+    // Staged through the STAGE-sized buffers, whole blocks at a time.
+    if (!inPlace && run > STAGE) return undefined;
     // Output over the input would leave the caller's fallback (and the float64 sums) nothing to read again.
-    if (outPtr < inPtr + 4 * n && inPtr < outPtr + n) return undefined;
+    if (inPlace && outPtr < inPtr + 4 * n && inPtr < outPtr + n) return undefined;
     this.#reserveBlocks(blocks + 16);
-    // Had the memory grown, the caller's views would be detached: it can only take the three steps then.
-    if (this.#arena.buffer !== buffer) return undefined;
+    // Had the memory grown, views of it would be detached: the caller can only take the three steps then.
+    if ((inPtr >= 0 || outPtr >= 0) && this.#arena.buffer !== buffer) return undefined;
     this.#params = undefined; // the kernel writes its own parameters where uploads go
     const { qmin, qmax } = range;
-    const sums = this.#arena.f64;
-    sums.set(errorSums, SUMS >> 3);
     const sym = mode === "linear_symmetric" ? 1 : 0;
-    const status = this.#x.observe_quantize_err(
-      inPtr,
-      outPtr,
-      blocks,
-      run,
-      sym,
-      qmin,
-      qmax,
-      range.fixedZeroPoint ?? 0,
-      this.#scales,
-      this.#biases,
-      SUMS,
-      ZERO_RANGE,
-    );
-    if (status === 2) return undefined;
-    if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
-      sums.set(errorSums, SUMS >> 3);
-      this.#x.error_contig(inPtr, outPtr, n, run, run, this.#scales, this.#biases, qmin < 0 ? 128 : 0, SUMS);
+    const fzp = range.fixedZeroPoint ?? 0;
+    const sums = this.#arena.f64;
+    if (errorSums) sums.set(errorSums, SUMS >> 3);
+    const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
+    const perCall = inPlace ? blocks : Math.floor(STAGE / run);
+    let zeroRangeBlocks = 0;
+    for (let first = 0; first < blocks; first += perCall) {
+      const count = Math.min(perCall, blocks - first);
+      const at = first * run;
+      const len = count * run;
+      let src = inPtr + 4 * at;
+      if (inPtr < 0) {
+        this.#arena.f32.set(values.subarray(at, at + len), this.#stageIn >> 2);
+        src = this.#stageIn;
+      }
+      const dst = outPtr >= 0 ? outPtr + at : this.#stageOut;
+      const sp = this.#scales + 4 * first;
+      const bp = this.#biases + 4 * first;
+      if (!this.#observeQuantizeBlocks(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, errorSums !== undefined)) {
+        return undefined;
+      }
+      zeroRangeBlocks += this.#arena.i32[ZERO_RANGE >> 2];
+      if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), at);
     }
-    errorSums.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    if (errorSums) errorSums.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
     const s0 = this.#scales >> 2;
     const b0 = this.#biases >> 2;
     const f32 = this.#arena.f32;
@@ -582,8 +589,39 @@ export class WasmKernels {
     return {
       scale: Float64Array.from(f32.subarray(s0, s0 + blocks)),
       zeroPoint: Int32Array.from(i32.subarray(b0, b0 + blocks), (bias) => MAGIC_BITS - bias),
-      zeroRangeBlocks: i32[ZERO_RANGE >> 2],
+      zeroRangeBlocks,
     };
+  }
+
+  /**
+   * One call of `observe_quantize_err` (adding to the sums at SUMS, redone in float64 where its float32 sums are not
+   * proven exact) or, without sums, `observe_quantize`.
+   *
+   * @returns `false` when a value or parameter is not finite.
+   */
+  #observeQuantizeBlocks(
+    src: number,
+    dst: number,
+    count: number,
+    run: number,
+    sym: number,
+    qmin: number,
+    qmax: number,
+    fzp: number,
+    sp: number,
+    bp: number,
+    withSums: boolean,
+  ): boolean {
+    const x = this.#x;
+    if (!withSums) return x.observe_quantize(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, ZERO_RANGE) !== 2;
+    const sums = this.#arena.f64;
+    this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    const status = x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE);
+    if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
+      sums.set(this.#sumsBefore, SUMS >> 3);
+      x.error_contig(src, dst, count * run, run, run, sp, bp, qmin < 0 ? 128 : 0, SUMS);
+    }
+    return status !== 2;
   }
 
   /** Adds the error sums of a contiguous chunk, still in wasm memory, to the three float64 at SUMS. */

@@ -679,7 +679,7 @@ function observeQuantizeInPlace(
   layout: BlockLayout,
   mode: QuantMode,
   dtype: QuantDType,
-  sums: Float64Array,
+  sums?: Float64Array,
 ) {
   const input = k.input(values.length);
   input.set(values);
@@ -688,13 +688,44 @@ function observeQuantizeInPlace(
   return found && { ...found, bytes: Uint8Array.from(out) };
 }
 
+/** observeQuantize on arrays outside k's memory, staged a few blocks at a time. */
+function observeQuantizeStaged(
+  k: WasmKernels,
+  values: Float32Array,
+  layout: BlockLayout,
+  mode: QuantMode,
+  dtype: QuantDType,
+  sums?: Float64Array,
+) {
+  const out = new Uint8Array(values.length);
+  const found = k.observeQuantize(
+    values,
+    layout.blockCount,
+    layout.runLength,
+    mode,
+    quantRange(dtype, mode),
+    out,
+    sums,
+  );
+  return found && { ...found, bytes: out };
+}
+
 test("observeQuantize gives what observe, computeBlockParams and quantize give, in one pass", () => {
-  const k = kernels({ capacity: 1 << 16 });
-  const shapes: [number[], number[]][] = [[[1, 4096], [1, 0]], [[5, 100], [1, 0]], [[3, 1000], [0, 0]]];
+  const k = kernels({ capacity: 1 << 18 });
+  // Staged, [40, 4096] takes three calls of 16 rows and [3, 40000] one row per call.
+  const shapes: [number[], number[]][] = [
+    [[1, 4096], [1, 0]],
+    [[5, 100], [1, 0]],
+    [[3, 1000], [0, 0]],
+    [[40, 4096], [1, 0]],
+    [[3, 40000], [1, 0]],
+  ];
   for (const run of [1, 3, 15, 16, 17, 31, 32, 33, 47, 48, 63, 64, 65]) shapes.push([[4, 2 * run], [1, run]]);
   const families = [
     ...VALUES,
     { name: "zero and constant blocks", gen: ((_r, i) => (i % 7 < 3 ? 0 : i % 7 < 5 ? 0.25 : -3)) as Gen },
+    // Every third span of 4096 zeros: whole zero rows of [40, 4096] in every staged call.
+    { name: "zero rows", gen: ((r, i) => ((i >> 12) % 3 === 0 ? 0 : r() - 0.5)) as Gen },
   ];
   let cases = 0;
   let seed = 500;
@@ -723,16 +754,22 @@ test("observeQuantize gives what observe, computeBlockParams and quantize give, 
           const want = reference(values, 0, layout, params, isSigned(dtype));
           const expected = new ErrorStats();
           expected.observe(values, 0, layout, want, p.scale, p.zeroPoint);
-          const sums = new Float64Array(3);
-          const got = observeQuantizeInPlace(k, values, layout, mode, dtype, sums);
-          assert.ok(got, where);
-          assert.deepEqual(got.bytes, bytes(want), `${where}: ${firstDifference(got.bytes, bytes(want))}`);
-          assert.deepEqual(got.scale, p.scale, where);
-          assert.deepEqual(got.zeroPoint, p.zeroPoint, where);
-          assert.equal(got.zeroRangeBlocks, p.zeroRangeBlocks, where);
-          assert.equal(sums[2], expected.maxAbsError, where);
-          assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-6 * expected.signalEnergy, where);
-          assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-6 * expected.errorEnergy, where);
+          // In place and staged, with the report's sums (observe_quantize_err) and without (observe_quantize).
+          for (const [how, run] of [["in place", observeQuantizeInPlace], ["staged", observeQuantizeStaged]] as const) {
+            for (const sums of [new Float64Array(3), undefined]) {
+              const label = `${where} ${how}${sums ? " with sums" : ""}`;
+              const got = run(k, values, layout, mode, dtype, sums);
+              assert.ok(got, label);
+              assert.deepEqual(got.bytes, bytes(want), `${label}: ${firstDifference(got.bytes, bytes(want))}`);
+              assert.deepEqual(got.scale, p.scale, label);
+              assert.deepEqual(got.zeroPoint, p.zeroPoint, label);
+              assert.equal(got.zeroRangeBlocks, p.zeroRangeBlocks, label);
+              if (!sums) continue;
+              assert.equal(sums[2], expected.maxAbsError, label);
+              assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-6 * expected.signalEnergy, label);
+              assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-6 * expected.errorEnergy, label);
+            }
+          }
           cases++;
         }
       }
@@ -750,9 +787,12 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
     for (const bad of [NaN, Infinity, -Infinity]) {
       const values = base.slice();
       values[at] = bad;
-      const sums = new Float64Array([1, 2, 3]);
-      assert.equal(observeQuantizeInPlace(k, values, layout, "linear", "uint8", sums), undefined, `${bad} at ${at}`);
-      assert.deepEqual([...sums], [1, 2, 3]);
+      for (const run of [observeQuantizeInPlace, observeQuantizeStaged]) {
+        const sums = new Float64Array([1, 2, 3]);
+        assert.equal(run(k, values, layout, "linear", "uint8", sums), undefined, `${bad} at ${at}`);
+        assert.deepEqual([...sums], [1, 2, 3]);
+        assert.equal(run(k, values, layout, "linear_symmetric", "int8"), undefined, `${bad} at ${at}, no sums`);
+      }
     }
   }
   // A range whose width overflows float32 (computeBlockParams throws).
@@ -766,11 +806,10 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
     k.observeQuantize(input, 3, 40, "linear", quantRange("uint8", "linear"), over, new Float64Array(3)),
     undefined,
   );
-  // Arrays outside its memory.
-  assert.equal(
-    k.observeQuantize(base, 3, 40, "linear", quantRange("int8", "linear"), new Int8Array(120), new Float64Array(3)),
-    undefined,
-  );
+  // Blocks too long to stage.
+  const long = fill(1 << 17, VALUES[0].gen, 10, "float32");
+  const range = quantRange("int8", "linear");
+  assert.equal(k.observeQuantize(long, 1, 1 << 17, "linear", range, new Int8Array(1 << 17)), undefined);
 });
 
 test("quantize adds the error sums in float64 for layouts of rows, as ErrorStats computes them", () => {

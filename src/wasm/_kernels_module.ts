@@ -60,6 +60,19 @@ export interface KernelExports {
     acc: number,
     zr: number,
   ): number;
+  observe_quantize(
+    inp: number,
+    out: number,
+    nb: number,
+    run: number,
+    sym: number,
+    qmin: number,
+    qmax: number,
+    fzp: number,
+    sp: number,
+    bp: number,
+    zr: number,
+  ): number;
   error_rows(
     inp: number,
     q: number,

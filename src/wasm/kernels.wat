@@ -753,6 +753,138 @@
     (i32.store (local.get $zr) (local.get $zeros))
     (local.get $bad))
 
+  ;; As observe_quantize_err without the report: observes, computes the
+  ;; parameters of and quantizes $nb blocks of $run contiguous float32 values
+  ;; in one pass, at about the cost of quantize_contig alone. Each value is
+  ;; also added to a float32 sum whose only use is to turn Infinity or NaN at
+  ;; the end (as may a huge sum of finite values: redone, same result):
+  ;; status 2 then, and the caller takes the three steps. Writes each block's
+  ;; scale to $sp and bias to $bp, the count of zero-range blocks to $zr.
+  (func (export "observe_quantize") (param $in i32) (param $out i32) (param $nb i32) (param $run i32)
+                                    (param $sym i32) (param $qmin i32) (param $qmax i32) (param $fzp i32)
+                                    (param $sp i32) (param $bp i32) (param $zr i32) (result i32)
+    (local $blk i32) (local $left i32) (local $nx i32) (local $p i32) (local $st i32) (local $zeros i32) (local $zs i32)
+    (local $sf f32) (local $mn f32) (local $mxs f32) (local $xs f32) (local $v f32) (local $qs i32) (local $fs f32)
+    (local $si v128) (local $b v128) (local $lof v128) (local $hif v128) (local $M v128) (local $ff v128)
+    (local $y v128) (local $q0 v128) (local $q1 v128) (local $q2 v128) (local $q3 v128)
+    (local $nmn v128) (local $nmx v128) (local $fin v128)
+    (local.set $M (f32x4.splat (f32.const 12582912)))
+    (local.set $ff (i16x8.splat (i32.const 255)))
+    ;; Block 0's min, max and sum.
+    (local.set $nmn (f32x4.splat (f32.const inf)))
+    (local.set $nmx (f32x4.splat (f32.const -inf)))
+    (local.set $p (local.get $in))
+    (local.set $left (local.get $run))
+    (block $d0
+      (loop $l0
+        (br_if $d0 (i32.lt_u (local.get $left) (i32.const 4)))
+        (local.set $y (v128.load (local.get $p)))
+        (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+        (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+        (local.set $fin (f32x4.add (local.get $fin) (local.get $y)))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (local.set $left (i32.sub (local.get $left) (i32.const 4)))
+        (br $l0)))
+    (local.set $mn (call $min4 (local.get $nmn)))
+    (local.set $mxs (call $max4 (local.get $nmx)))
+    (block $t0
+      (loop $l0t
+        (br_if $t0 (i32.eqz (local.get $left)))
+        (local.set $xs (f32.load (local.get $p)))
+        (local.set $mn (f32.min (local.get $mn) (local.get $xs)))
+        (local.set $mxs (f32.max (local.get $mxs) (local.get $xs)))
+        (local.set $fs (f32.add (local.get $fs) (local.get $xs)))
+        (local.set $p (i32.add (local.get $p) (i32.const 4)))
+        (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+        (br $l0t)))
+    (block $done
+      (loop $blocks
+        (br_if $done (i32.ge_u (local.get $blk) (local.get $nb)))
+        (local.set $st (call $block_params (local.get $mn) (local.get $mxs) (local.get $sym) (local.get $qmin)
+                                           (local.get $qmax) (local.get $fzp) (local.get $sp) (local.get $bp)))
+        (if (i32.eq (local.get $st) (i32.const 2)) (then (return (i32.const 2))))
+        (local.set $zeros (i32.add (local.get $zeros) (local.get $st)))
+        (local.set $sf (f32.load (local.get $sp)))
+        (local.set $si (f32x4.splat (local.get $sf)))
+        (local.set $b (v128.load32_splat (local.get $bp)))
+        (local.set $zs (i32.sub (i32.const 0x4B400000) (i32.load (local.get $bp))))
+        (local.set $lof (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $qmin) (local.get $zs))))))
+        (local.set $hif (f32x4.splat (f32.convert_i32_s (i32.add (i32.const 12582912) (i32.sub (local.get $qmax) (local.get $zs))))))
+        (local.set $nmn (f32x4.splat (f32.const inf)))
+        (local.set $nmx (f32x4.splat (f32.const -inf)))
+        ;; The next block, or this one again for the last (its min, max and sum then unused).
+        (local.set $nx (local.get $in))
+        (if (i32.lt_u (i32.add (local.get $blk) (i32.const 1)) (local.get $nb))
+          (then (local.set $nx (i32.add (local.get $in) (i32.shl (local.get $run) (i32.const 2))))))
+        (local.set $left (local.get $run))
+        (block $vdone
+          (loop $vec
+            (br_if $vdone (i32.lt_u (local.get $left) (i32.const 16)))
+            (local.set $q0 (i32x4.sub (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (v128.load offset=0 (local.get $in)) (local.get $si)) (local.get $M)))) (local.get $b)))
+            (local.set $y (v128.load offset=0 (local.get $nx)))
+            (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+            (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+            (local.set $fin (f32x4.add (local.get $fin) (local.get $y)))
+            (local.set $q1 (i32x4.sub (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (v128.load offset=16 (local.get $in)) (local.get $si)) (local.get $M)))) (local.get $b)))
+            (local.set $y (v128.load offset=16 (local.get $nx)))
+            (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+            (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+            (local.set $fin (f32x4.add (local.get $fin) (local.get $y)))
+            (local.set $q2 (i32x4.sub (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (v128.load offset=32 (local.get $in)) (local.get $si)) (local.get $M)))) (local.get $b)))
+            (local.set $y (v128.load offset=32 (local.get $nx)))
+            (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+            (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+            (local.set $fin (f32x4.add (local.get $fin) (local.get $y)))
+            (local.set $q3 (i32x4.sub (f32x4.pmin (local.get $hif) (f32x4.pmax (local.get $lof)
+              (f32x4.add (f32x4.div (v128.load offset=48 (local.get $in)) (local.get $si)) (local.get $M)))) (local.get $b)))
+            (local.set $y (v128.load offset=48 (local.get $nx)))
+            (local.set $nmn (f32x4.pmin (local.get $nmn) (local.get $y)))
+            (local.set $nmx (f32x4.pmax (local.get $nmx) (local.get $y)))
+            (local.set $fin (f32x4.add (local.get $fin) (local.get $y)))
+            (v128.store (local.get $out)
+              (i8x16.narrow_i16x8_u
+                (v128.and (i16x8.narrow_i32x4_s (local.get $q0) (local.get $q1)) (local.get $ff))
+                (v128.and (i16x8.narrow_i32x4_s (local.get $q2) (local.get $q3)) (local.get $ff))))
+            (local.set $in (i32.add (local.get $in) (i32.const 64)))
+            (local.set $nx (i32.add (local.get $nx) (i32.const 64)))
+            (local.set $out (i32.add (local.get $out) (i32.const 16)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 16)))
+            (br $vec)))
+        (local.set $mn (call $min4 (local.get $nmn)))
+        (local.set $mxs (call $max4 (local.get $nmx)))
+        ;; The block's last elements, and the next block's.
+        (block $tdone
+          (loop $tail
+            (br_if $tdone (i32.eqz (local.get $left)))
+            (local.set $v (f32.div (f32.load (local.get $in)) (local.get $sf)))
+            (local.set $v (select (f32.const -4194304) (local.get $v) (f32.lt (local.get $v) (f32.const -4194304))))
+            (local.set $qs (i32.sub (i32.reinterpret_f32 (f32.add (local.get $v) (f32.const 12582912))) (i32.load (local.get $bp))))
+            (local.set $qs (select (local.get $qmin) (local.get $qs) (i32.lt_s (local.get $qs) (local.get $qmin))))
+            (local.set $qs (select (local.get $qmax) (local.get $qs) (i32.gt_s (local.get $qs) (local.get $qmax))))
+            (i32.store8 (local.get $out) (local.get $qs))
+            (local.set $xs (f32.load (local.get $nx)))
+            (local.set $mn (f32.min (local.get $mn) (local.get $xs)))
+            (local.set $mxs (f32.max (local.get $mxs) (local.get $xs)))
+            (local.set $fs (f32.add (local.get $fs) (local.get $xs)))
+            (local.set $in (i32.add (local.get $in) (i32.const 4)))
+            (local.set $nx (i32.add (local.get $nx) (i32.const 4)))
+            (local.set $out (i32.add (local.get $out) (i32.const 1)))
+            (local.set $left (i32.sub (local.get $left) (i32.const 1)))
+            (br $tail)))
+        (local.set $sp (i32.add (local.get $sp) (i32.const 4)))
+        (local.set $bp (i32.add (local.get $bp) (i32.const 4)))
+        (local.set $blk (i32.add (local.get $blk) (i32.const 1)))
+        (br $blocks)))
+    (local.set $fs (f32.add (local.get $fs)
+      (f32.add (f32.add (f32x4.extract_lane 0 (local.get $fin)) (f32x4.extract_lane 1 (local.get $fin)))
+               (f32.add (f32x4.extract_lane 2 (local.get $fin)) (f32x4.extract_lane 3 (local.get $fin))))))
+    (if (f32.ne (f32.sub (local.get $fs) (local.get $fs)) (f32.const 0)) (then (return (i32.const 2))))
+    (i32.store (local.get $zr) (local.get $zeros))
+    (i32.const 0))
+
   ;; Rows of $rowLen elements whose columns fall in blocks of $cb; the row
   ;; base block indices (one i32 per row touched) at $rb; the first row
   ;; starts at column $col. Scales and biases of block 0 at $sp and $bp.
