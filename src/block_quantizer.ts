@@ -95,7 +95,8 @@ export class BlockQuantizer {
    * sums within 1e-6 relatively.
    *
    * @param values Values of every element of the layout.
-   * @param out Destination; a new array when omitted.
+   * @param out Destination; a new array when omitted. When this throws, it may hold the values of the rows
+   *   before the culprit (the kernel finds a non-finite value only at the end of the blocks it was given).
    * @param errors Error sums to add these elements to.
    * @param tensorOffset Flat index of the layout's first element in the tensor, for error messages.
    * @returns The quantized values.

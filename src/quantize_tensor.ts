@@ -54,7 +54,8 @@ function checkOut(out: Int8Array | Uint8Array, info: QuantizedTensorInfo): void 
  * @param options Quantization options (defaults: int8, `linear_symmetric`, per channel on axis 0).
  * @param out Where to put the quantized values instead of a new array (an `Int8Array` for int8/int4, a
  *   `Uint8Array` for uint8/uint4, one element per value), for callers that quantize many tensors: fresh
- *   memory is page-faulted in 4 KiB at a time, which costs more than the kernel itself on some machines.
+ *   memory is page-faulted in 4 KiB at a time, which costs more than the kernel itself on some machines. When
+ *   the call throws (NaN or an infinity in the tensor), `out` may already hold the values of the rows before it.
  * @returns The quantized tensor, or a {@linkcode SkippedTensor} with its reason.
  * @throws {NonFiniteError} When the tensor holds NaN or an infinity.
  * @throws {Float16OverflowError} When float16 arithmetic would overflow.
