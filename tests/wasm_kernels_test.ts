@@ -672,8 +672,12 @@ test("createWasmKernels rejects bad pool sizes", () => {
   assert.throws(() => createWasmKernels({ blockCapacity: -1 }), RangeError);
 });
 
-/** observeQuantize on `values` copied into k's pools; undefined when it refuses. */
-function observeQuantizeInPlace(
+/**
+ * observeQuantize on `values` copied into k's pools (in place), or on arrays outside k's memory (staged a few blocks
+ * at a time); undefined when it refuses.
+ */
+function observeQuantizeVia(
+  how: "in place" | "staged",
   k: WasmKernels,
   values: Float32Array,
   layout: BlockLayout,
@@ -681,33 +685,11 @@ function observeQuantizeInPlace(
   dtype: QuantDType,
   sums?: Float64Array,
 ) {
-  const input = k.input(values.length);
-  input.set(values);
-  const out = k.output(values.length);
+  const input = how === "staged" ? values : k.input(values.length);
+  if (how === "in place") input.set(values);
+  const out = how === "staged" ? new Uint8Array(values.length) : k.output(values.length);
   const found = k.observeQuantize(input, layout.blockCount, layout.runLength, mode, quantRange(dtype, mode), out, sums);
   return found && { ...found, bytes: Uint8Array.from(out) };
-}
-
-/** observeQuantize on arrays outside k's memory, staged a few blocks at a time. */
-function observeQuantizeStaged(
-  k: WasmKernels,
-  values: Float32Array,
-  layout: BlockLayout,
-  mode: QuantMode,
-  dtype: QuantDType,
-  sums?: Float64Array,
-) {
-  const out = new Uint8Array(values.length);
-  const found = k.observeQuantize(
-    values,
-    layout.blockCount,
-    layout.runLength,
-    mode,
-    quantRange(dtype, mode),
-    out,
-    sums,
-  );
-  return found && { ...found, bytes: out };
 }
 
 test("observeQuantize gives what observe, computeBlockParams and quantize give, in one pass", () => {
@@ -755,10 +737,10 @@ test("observeQuantize gives what observe, computeBlockParams and quantize give, 
           const expected = new ErrorStats();
           expected.observe(values, 0, layout, want, p.scale, p.zeroPoint);
           // In place and staged, with the report's sums (observe_quantize_err) and without (observe_quantize).
-          for (const [how, run] of [["in place", observeQuantizeInPlace], ["staged", observeQuantizeStaged]] as const) {
+          for (const how of ["in place", "staged"] as const) {
             for (const sums of [new Float64Array(3), undefined]) {
               const label = `${where} ${how}${sums ? " with sums" : ""}`;
-              const got = run(k, values, layout, mode, dtype, sums);
+              const got = observeQuantizeVia(how, k, values, layout, mode, dtype, sums);
               assert.ok(got, label);
               assert.deepEqual(got.bytes, bytes(want), `${label}: ${firstDifference(got.bytes, bytes(want))}`);
               assert.deepEqual(got.scale, p.scale, label);
@@ -787,17 +769,21 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
     for (const bad of [NaN, Infinity, -Infinity]) {
       const values = base.slice();
       values[at] = bad;
-      for (const run of [observeQuantizeInPlace, observeQuantizeStaged]) {
+      for (const how of ["in place", "staged"] as const) {
         const sums = new Float64Array([1, 2, 3]);
-        assert.equal(run(k, values, layout, "linear", "uint8", sums), undefined, `${bad} at ${at}`);
+        assert.equal(observeQuantizeVia(how, k, values, layout, "linear", "uint8", sums), undefined, `${bad} at ${at}`);
         assert.deepEqual([...sums], [1, 2, 3]);
-        assert.equal(run(k, values, layout, "linear_symmetric", "int8"), undefined, `${bad} at ${at}, no sums`);
+        const noSums = observeQuantizeVia(how, k, values, layout, "linear_symmetric", "int8");
+        assert.equal(noSums, undefined, `${bad} at ${at}, ${how}, no sums`);
       }
     }
   }
   // A range whose width overflows float32 (computeBlockParams throws).
   const huge = base.map((x, i) => (i === 50 ? 3e38 : i === 51 ? -3e38 : x));
-  assert.equal(observeQuantizeInPlace(k, huge, layout, "linear_symmetric", "int8", new Float64Array(3)), undefined);
+  assert.equal(
+    observeQuantizeVia("in place", k, huge, layout, "linear_symmetric", "int8", new Float64Array(3)),
+    undefined,
+  );
   // Output over its own input.
   const input = k.input(base.length);
   input.set(base);
