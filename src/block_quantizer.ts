@@ -13,7 +13,7 @@ import { float16Bits } from "./float16.ts";
 import { type ArithmeticType, type BlockParams, computeBlockParams } from "./qparams.ts";
 import type { KernelParams } from "./quantize_kernel.ts";
 import { quantizeValues } from "./quantize_kernel.ts";
-import { isSigned, quantRange } from "./ranges.ts";
+import { isSigned, type QuantRange, quantRange } from "./ranges.ts";
 import { wasmKernels } from "./wasm_kernels.ts";
 import type { QuantizedTensorInfo } from "./types.ts";
 
@@ -65,14 +65,11 @@ export class BlockQuantizer {
     const { info } = this;
     const range = quantRange(info.dtype, info.mode);
     const arithmetic = info.sourceDType === "float16" ? "float16" : "float32";
-    this.#setParams(
-      computeBlockParams(this.#range.mins, this.#range.maxs, info.mode, range, arithmetic, info.name),
-      arithmetic,
-    );
+    const p = computeBlockParams(this.#range.mins, this.#range.maxs, info.mode, range, arithmetic, info.name);
+    this.#setParams(p, range, arithmetic);
   }
 
-  #setParams(p: BlockParams, arithmetic: ArithmeticType): void {
-    const range = quantRange(this.info.dtype, this.info.mode);
+  #setParams(p: BlockParams, range: QuantRange, arithmetic: ArithmeticType): void {
     this.#params = {
       kernel: {
         inverseScale: p.scale.map((s) => 1 / s),
@@ -117,7 +114,7 @@ export class BlockQuantizer {
       const range = quantRange(info.dtype, info.mode);
       const found = kernels.observeQuantize(values, layout.blockCount, layout.runLength, info.mode, range, q, sums);
       if (found) {
-        this.#setParams(found, "float32");
+        this.#setParams(found, range, "float32");
         if (sums) errors!.add(sums, values.length);
         return q;
       }

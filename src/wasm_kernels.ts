@@ -460,8 +460,7 @@ export class WasmKernels {
         this.#quantizeWithErrors(src, dst, len, offset + i, layout, qmin, qmax, flip);
       } else {
         bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
-        if (sums && layout.contiguous) this.#errorSums(src, dst, len, offset + i, layout, flip);
-        else if (sums) this.#errorRows(src, dst, len, offset + i, layout, flip);
+        if (sums) this.#errorSums(src, dst, len, offset + i, layout, flip);
       }
       if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), i);
     }
@@ -575,9 +574,17 @@ export class WasmKernels {
       const dst = outPtr >= 0 ? outPtr + at : this.#stageOut;
       const sp = this.#scales + 4 * first;
       const bp = this.#biases + 4 * first;
-      if (!this.#observeQuantizeBlocks(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, errorSums !== undefined)) {
-        return undefined;
-      }
+      const x = this.#x;
+      let status: number;
+      if (errorSums) {
+        this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+        status = x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE);
+        if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
+          sums.set(this.#sumsBefore, SUMS >> 3);
+          x.error_contig(src, dst, len, run, run, sp, bp, qmin < 0 ? 128 : 0, SUMS);
+        }
+      } else status = x.observe_quantize(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, ZERO_RANGE);
+      if (status === 2) return undefined;
       zeroRangeBlocks += this.#arena.i32[ZERO_RANGE >> 2];
       if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), at);
     }
@@ -594,49 +601,16 @@ export class WasmKernels {
   }
 
   /**
-   * One call of `observe_quantize_err` (adding to the sums at SUMS, redone in float64 where its float32 sums are not
-   * proven exact) or, without sums, `observe_quantize`.
-   *
-   * @returns `false` when a value or parameter is not finite.
+   * Adds the error sums of a quantized chunk, still in wasm memory, to the three float64 at SUMS, in float64
+   * (`error_contig`, `error_rows`).
    */
-  #observeQuantizeBlocks(
-    src: number,
-    dst: number,
-    count: number,
-    run: number,
-    sym: number,
-    qmin: number,
-    qmax: number,
-    fzp: number,
-    sp: number,
-    bp: number,
-    withSums: boolean,
-  ): boolean {
-    const x = this.#x;
-    if (!withSums) return x.observe_quantize(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, ZERO_RANGE) !== 2;
-    const sums = this.#arena.f64;
-    this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-    const status = x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE);
-    if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
-      sums.set(this.#sumsBefore, SUMS >> 3);
-      x.error_contig(src, dst, count * run, run, run, sp, bp, qmin < 0 ? 128 : 0, SUMS);
-    }
-    return status !== 2;
-  }
-
-  /** Adds the error sums of a contiguous chunk, still in wasm memory, to the three float64 at SUMS. */
   #errorSums(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
-    const { first, run, sp, bp } = this.#runsFrom(offset, layout);
-    this.#x.error_contig(src, dst, n, first, run, sp, bp, flip, SUMS);
-  }
-
-  /**
-   * Adds the error sums of rows `#quantizeSlab` just quantized (its row table still filled) to the three float64
-   * at SUMS, in float64 as `error_contig` computes them.
-   */
-  #errorRows(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
-    const { rowLength, columnBlock } = layout;
-    const col = offset % rowLength;
+    if (layout.contiguous) {
+      const { first, run, sp, bp } = this.#runsFrom(offset, layout);
+      this.#x.error_contig(src, dst, n, first, run, sp, bp, flip, SUMS);
+      return;
+    }
+    const { col, rowLength, columnBlock } = this.#rowsFrom(offset, layout, n);
     this.#x.error_rows(
       src,
       dst,
@@ -659,6 +633,18 @@ export class WasmKernels {
     return { first: (block + 1) * run - offset, run, sp: this.#scales + 4 * block, bp: this.#biases + 4 * block };
   }
 
+  /**
+   * For a layout of rows from element `offset`, `n` elements on: the first column, the row length and the
+   * column block; fills the row base table the row kernels read.
+   */
+  #rowsFrom(offset: number, layout: BlockLayout, n: number): { col: number; rowLength: number; columnBlock: number } {
+    const { rowLength, columnBlock } = layout;
+    const row = Math.floor(offset / rowLength);
+    const col = offset - row * rowLength;
+    this.#rowBasesFor(layout, row, col, n);
+    return { col, rowLength, columnBlock };
+  }
+
   #quantizeSlab(
     src: number,
     dst: number,
@@ -673,10 +659,8 @@ export class WasmKernels {
       const { first, run, sp, bp } = this.#runsFrom(offset, layout);
       return this.#x.quantize_contig(src, dst, n, first, run, sp, bp, qmin, qmax, f16);
     }
-    const { rowLength, columnBlock } = layout;
-    const row = Math.floor(offset / rowLength);
-    const col = offset - row * rowLength;
-    this.#rowBasesFor(layout, row, col, n);
+    const { col, rowLength, columnBlock } = this.#rowsFrom(offset, layout, n);
+    const rb = this.#rowBases;
     return this.#x.quantize_rows(
       src,
       dst,
@@ -684,7 +668,7 @@ export class WasmKernels {
       col,
       rowLength,
       columnBlock,
-      this.#rowBases,
+      rb,
       this.#scales,
       this.#biases,
       qmin,

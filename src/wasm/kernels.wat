@@ -455,9 +455,7 @@
             (br $vec)))
         ;; The proof above needs every |e| under 0.75 s (0.625 leaves room for a
         ;; rounded e), and float32 squares need the largest |e| to be 0 or 2^-40 and more.
-        (local.set $m (f32.max
-          (f32.max (f32x4.extract_lane 0 (local.get $mxr)) (f32x4.extract_lane 1 (local.get $mxr)))
-          (f32.max (f32x4.extract_lane 2 (local.get $mxr)) (f32x4.extract_lane 3 (local.get $mxr)))))
+        (local.set $m (call $max4 (local.get $mxr)))
         (if (i32.or (f32.ge (local.get $m) (f32.mul (f32.const 0.625) (local.get $sf)))
                     (i32.and (f32.gt (local.get $m) (f32.const 0)) (f32.lt (local.get $m) (f32.const 0x1p-40))))
           (then (local.set $bad (i32.const 1))))
@@ -500,9 +498,7 @@
     (f64.store offset=8 (local.get $acc) (f64.add (f64.load offset=8 (local.get $acc))
       (f64.add (local.get $err1) (f64.add (f64x2.extract_lane 0 (local.get $err)) (f64x2.extract_lane 1 (local.get $err))))))
     (f64.store offset=16 (local.get $acc) (f64.max (f64.load offset=16 (local.get $acc))
-      (f64.max (local.get $mx1) (f64.promote_f32 (f32.max
-        (f32.max (f32x4.extract_lane 0 (local.get $mx)) (f32x4.extract_lane 1 (local.get $mx)))
-        (f32.max (f32x4.extract_lane 2 (local.get $mx)) (f32x4.extract_lane 3 (local.get $mx))))))))
+      (f64.max (local.get $mx1) (f64.promote_f32 (call $max4 (local.get $mx))))))
     (local.get $bad))
 
   ;; A block's scale and zero point from its min and max, as computeBlockParams
