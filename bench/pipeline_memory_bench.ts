@@ -3,12 +3,19 @@
  * (`quantizeSafetensors` on a checkpoint held in memory: slabs copied out of
  * it into the reused ring, per-channel stats, quantize, the inline error
  * report, then the Arrow IPC or safetensors encoder into a sink that drops
- * the bytes) against the bare kernel (`quantizeTensor` on each tensor into a
- * reused output, no report), in one process, on the same 4 x [4096, 4096]
- * float32 tensors (256 MiB), int8 per channel. Runs are interleaved, best
- * of N after a warmup; ratios are elements/s of pipeline over kernel.
+ * the bytes) against the bare kernel, in one process, on the same
+ * 4 x [4096, 4096] float32 tensors (256 MiB), int8 per channel. Runs are
+ * interleaved, best of N after a warmup; ratios are elements/s of pipeline
+ * over kernel.
  *
- * A third case drives the same stages as `quantizeFile` does for a
+ * Each pipeline is measured twice, like for like:
+ * - with its report's error stats (the default), against the bare kernel
+ *   computing the same error sums in the same pass (`BlockQuantizer` on the
+ *   whole tensor with an `ErrorStats`), the "kernel + error stats" case;
+ * - with `errorStats: false`, against `quantizeTensor` into a reused output,
+ *   which computes no error (the "kernel" case).
+ *
+ * A third pipeline drives the same stages as `quantizeFile` does for a
  * safetensors output (streams/_file_job.ts): as async generators, each piece
  * consumed before the next is made, with rings of 2 buffers instead of 8.
  *
@@ -20,7 +27,7 @@
  * bun bench/pipeline_memory_bench.ts
  * ```
  *
- * Output: a line per measurement, then `RESULT {json}` lines.
+ * Output: a line per measurement, then `RESULT {json}` lines (`ofReference`: elements/s over the reference's).
  *
  * @module
  */
@@ -28,6 +35,9 @@ import process from "node:process";
 import { parseArgs } from "node:util";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
 import { quantizeTensor } from "../src/quantize_tensor.ts";
+import { BlockQuantizer } from "../src/block_quantizer.ts";
+import { ErrorStats } from "../src/error_stats.ts";
+import { planTensor } from "../src/tensor_plan.ts";
 import { setWasmKernelsEnabled, wasmKernels } from "../src/wasm_kernels.ts";
 import { memorySource } from "../src/byte_source.ts";
 import { startFileJob } from "../streams/_file_job.ts";
@@ -79,34 +89,59 @@ function kernel(): number {
   return sum;
 }
 
+// The kernel the pipeline runs by default: quantize and sum the report's errors in the same pass.
+const plans = tensors.map((t) => planTensor(t, {}));
+function kernelWithErrors(): number {
+  let sum = 0;
+  tensors.forEach((t, i) => {
+    const plan = plans[i];
+    if (plan.kind === "skipped") throw new Error(`${t.name} is not quantized: ${plan.message}`);
+    const { kind: _, ...info } = plan;
+    const errors = new ErrorStats();
+    new BlockQuantizer(info).observeAndQuantize(t.data, out, errors, 0);
+    sum += errors.snrDb;
+  });
+  return sum;
+}
+
 // Slab rings lent by the wasm kernels' memory, so that the kernels work in place, as in quantizeFile.
 const memory = new SlabMemory(DEFAULT_SLAB_BYTES);
 const fileJobMemory = new SlabMemory(DEFAULT_SLAB_BYTES, FILE_JOB_RING_SLOTS);
-function pipeline(format: "arrows" | "safetensors"): Promise<number> {
+function pipeline(format: "arrows" | "safetensors", errorStats: boolean): Promise<number> {
   return memory.run(async (reuseBuffers) => {
-    const job = await quantizeSafetensors(file, { format, reuseBuffers });
+    const job = await quantizeSafetensors(file, { format, reuseBuffers, errorStats });
     let bytes = 0;
     await job.output.pipeTo(new WritableStream({ write: (chunk) => void (bytes += chunk.byteLength) }));
     return bytes;
   });
 }
 
-function fileJob(): Promise<number> {
+function fileJob(errorStats: boolean): Promise<number> {
   return fileJobMemory.run(async (reuseBuffers) => {
-    const job = await startFileJob(() => memorySource(file), { config: resolveConfig({}), reuseBuffers });
+    const job = await startFileJob(() => memorySource(file), { config: resolveConfig({}), reuseBuffers, errorStats });
     let bytes = 0;
     for await (const piece of job.bytes) bytes += piece.byteLength;
     return bytes;
   });
 }
 
+const NO_STATS = " (no error stats)";
 const cases = {
   kernel: () => Promise.resolve(kernel()),
-  "pipeline .arrows": () => pipeline("arrows"),
-  "pipeline .safetensors": () => pipeline("safetensors"),
-  "file job .safetensors": fileJob,
+  "kernel + error stats": () => Promise.resolve(kernelWithErrors()),
+  "pipeline .arrows": () => pipeline("arrows", true),
+  "pipeline .safetensors": () => pipeline("safetensors", true),
+  "file job .safetensors": () => fileJob(true),
+  [`pipeline .arrows${NO_STATS}`]: () => pipeline("arrows", false),
+  [`pipeline .safetensors${NO_STATS}`]: () => pipeline("safetensors", false),
+  [`file job .safetensors${NO_STATS}`]: () => fileJob(false),
 } as const;
 type Case = keyof typeof cases;
+/** What a case is measured against: the kernel doing the same arithmetic. */
+function referenceOf(c: Case): Case | undefined {
+  if (c === "kernel" || c === "kernel + error stats") return undefined;
+  return c.endsWith(NO_STATS) ? "kernel" : "kernel + error stats";
+}
 const times = new Map<Case, number[]>(Object.keys(cases).map((c) => [c as Case, []]));
 for (let round = -1; round < rounds; round++) {
   for (const [name, run] of Object.entries(cases) as [Case, () => Promise<number>][]) {
@@ -118,14 +153,16 @@ for (let round = -1; round < rounds; round++) {
 const best = (c: Case) => Math.min(...times.get(c)!);
 const rate = (c: Case) => elements / (best(c) / 1000);
 for (const c of Object.keys(cases) as Case[]) {
-  const ratio = c === "kernel" ? "" : `, ${(100 * rate(c) / rate("kernel")).toFixed(0)}% of the kernel's elements/s`;
+  const reference = referenceOf(c);
+  const ratio = reference ? `, ${(100 * rate(c) / rate(reference)).toFixed(0)}% of ${reference}` : "";
   console.log(
-    `${runtime} ${kernels}: ${c.padEnd(21)} best ${best(c).toFixed(0).padStart(4)} ms for 256 MiB, ${
+    `${runtime} ${kernels}: ${c.padEnd(39)} best ${best(c).toFixed(0).padStart(4)} ms for 256 MiB, ${
       (rate(c) / 1e6).toFixed(0)
     } Melem/s${ratio}`,
   );
 }
 for (const c of Object.keys(cases) as Case[]) {
+  const reference = referenceOf(c);
   console.log(
     `RESULT ${
       JSON.stringify({
@@ -137,7 +174,7 @@ for (const c of Object.keys(cases) as Case[]) {
         rounds,
         bestMs: best(c),
         elementsPerSec: rate(c),
-        ofKernel: rate(c) / rate("kernel"),
+        ...(reference ? { reference, ofReference: rate(c) / rate(reference), ofKernel: rate(c) / rate("kernel") } : {}),
       })
     }`,
   );

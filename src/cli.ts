@@ -45,6 +45,7 @@ Usage:
       --workers N                        worker threads besides this one; same output (default: one per
                                          further core, up to 2, for a .safetensors job on 1 GiB or more)
       --js-kernels                       plain JavaScript kernels instead of WebAssembly SIMD; same output
+      --no-error-stats                   leave SNR and max error out of the report (faster: no error arithmetic)
   quantflow dequantize IN.safetensors|IN.arrows -o OUT.safetensors|OUT.arrows
   quantflow inspect FILE.safetensors|FILE.arrows [--json]
   quantflow calibrate SAMPLES.arrows -o params.json [--mode ...] [--dtype int8|uint8] [--observer minmax|ema|percentile]
@@ -85,6 +86,7 @@ const QUANTIZE_FLAGS = {
   "slab-bytes": { type: "string" },
   workers: { type: "string" },
   "js-kernels": { type: "boolean" },
+  "no-error-stats": { type: "boolean" },
 } as const;
 
 /** The configuration from a file plus flags; flags override the file's global options. */
@@ -190,6 +192,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
     workers,
+    errorStats: !values["no-error-stats"],
     onWarning: (message) => warnings.push(message),
     onProgress: (done, total) => {
       inputBytes = done;

@@ -59,8 +59,11 @@ export interface ReportTotals {
   readonly ratioVsFloat16: number;
   /** Against the model with its quantized tensors in float32: just under 4 for int8. */
   readonly ratioVsFloat32: number;
-  /** Smallest SNR among quantized tensors, in dB. */
-  readonly minSnrDb: number;
+  /**
+   * Smallest SNR among quantized tensors, in dB (`Infinity` when none is
+   * quantized); absent when their error was not measured.
+   */
+  readonly minSnrDb?: number;
 }
 
 /** A model's report. */
@@ -110,7 +113,7 @@ export function floatByteLength(dtype: FloatDType, shape: readonly number[]): nu
  * @returns The model report with totals.
  */
 export function summarize(tensors: readonly TensorReport[]): ModelReport {
-  let originalBytes = 0, quantizedBytes = 0, as16 = 0, as32 = 0, quantized = 0, minSnrDb = Infinity;
+  let originalBytes = 0, quantizedBytes = 0, as16 = 0, as32 = 0, quantized = 0, measured = 0, minSnrDb = Infinity;
   for (const t of tensors) {
     originalBytes += t.originalBytes;
     quantizedBytes += t.quantizedBytes;
@@ -118,7 +121,7 @@ export function summarize(tensors: readonly TensorReport[]): ModelReport {
       quantized++;
       as16 += elementCount(t.shape) * 2;
       as32 += elementCount(t.shape) * 4;
-      minSnrDb = Math.min(minSnrDb, t.snrDb ?? Infinity);
+      if (t.snrDb !== undefined) measured++, minSnrDb = Math.min(minSnrDb, t.snrDb);
     } else {
       as16 += t.originalBytes;
       as32 += t.originalBytes;
@@ -135,7 +138,7 @@ export function summarize(tensors: readonly TensorReport[]): ModelReport {
       ratio: ratio(originalBytes),
       ratioVsFloat16: ratio(as16),
       ratioVsFloat32: ratio(as32),
-      minSnrDb,
+      ...(quantized && !measured ? {} : { minSnrDb }),
     },
   };
 }
@@ -191,6 +194,8 @@ export function formatReport(report: ModelReport): string {
     `(${t.ratio.toFixed(3)}x smaller; ${t.ratioVsFloat16.toFixed(3)}x vs float16, ${
       t.ratioVsFloat32.toFixed(3)
     }x vs float32)` +
-    (t.quantized ? `; lowest SNR ${Number.isFinite(t.minSnrDb) ? t.minSnrDb.toFixed(1) + " dB" : "exact"}` : ""),
+    (t.quantized && t.minSnrDb !== undefined
+      ? `; lowest SNR ${Number.isFinite(t.minSnrDb) ? t.minSnrDb.toFixed(1) + " dB" : "exact"}`
+      : ""),
   ].join("\n");
 }

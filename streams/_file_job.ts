@@ -109,7 +109,10 @@ export async function startFileJob(input: string | (() => ByteSource), options: 
   }
   const memory = jobMemory(reuseBuffers, FILE_JOB_RING_SLOTS);
   const output = encodePieces(
-    quantizeChunks(counted(), config, onTensor, memory, 0, new AbortController().signal),
+    quantizeChunks(counted(), config, onTensor, memory, {
+      workers: 0,
+      errorStats: options.errorStats ?? true,
+    }, new AbortController().signal),
     encoder,
   );
   return {

@@ -77,7 +77,14 @@ export async function quantizeFileInParallel(
   const file = new PendingFile(outputPath);
   try {
     file.write(head, 0);
-    const job: TensorTasks = { inputPath, outputPath: file.temp, config, slabBytes, tasks };
+    const job: TensorTasks = {
+      inputPath,
+      outputPath: file.temp,
+      config,
+      slabBytes,
+      errorStats: options.errorStats ?? true,
+      tasks,
+    };
     // Workers first: they take a while to start, and this thread works meanwhile.
     const workers = Array.from(
       { length: Math.max(workerCount, 0) },

@@ -14,12 +14,21 @@ import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
 import { SlabWorkers } from "./_slab_workers.ts";
 import { type JobMemory, OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
 
-function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory): TensorJob {
+/** How {@linkcode quantizeChunks} works. */
+export interface ChunkJobOptions {
+  /** Workers besides this thread, for the slabs of one-pass tensors. */
+  readonly workers: number;
+  /** Whether the reports measure the error (SNR, max abs error). */
+  readonly errorStats: boolean;
+}
+
+function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory, errorStats: boolean): TensorJob {
   const { tensor } = slab;
   const plan = planValidatedTensor(tensor, optionsFor(config, tensor.name));
   if (plan.kind === "skipped") return new SkipJob(tensor, plan);
   const { kind: _, ...info } = plan;
-  return OnePassJob.fits(info, slab) ? new OnePassJob(tensor, info, memory) : new TwoPassJob(tensor, info, memory);
+  const Job = OnePassJob.fits(info, slab) ? OnePassJob : TwoPassJob;
+  return new Job(tensor, info, memory, errorStats);
 }
 
 /**
@@ -73,9 +82,10 @@ export async function* quantizeChunks(
   config: QuantizeConfig,
   report: (r: TensorReport) => void,
   memory: JobMemory,
-  workerCount: number,
+  options: ChunkJobOptions,
   cancelled: AbortSignal,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
+  const { workers: workerCount, errorStats } = options;
   let job: TensorJob | undefined;
   let workers: SlabWorkers | undefined;
   // Outputs of slabs in workers, in input order. Only worker outputs wait here: raw chunks and
@@ -102,7 +112,7 @@ export async function* quantizeChunks(
         continue;
       }
       if (job && job.name !== chunk.tensor.name) throw unfinished(job);
-      job ??= startJob(chunk, config, memory);
+      job ??= startJob(chunk, config, memory, errorStats);
       if (workerCount > 0 && job instanceof OnePassJob) {
         workers ??= new SlabWorkers(workerCount, memory.outputs !== undefined);
         const ready = job.submit(chunk, workers);

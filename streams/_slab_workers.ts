@@ -39,9 +39,10 @@ export class SlabWorkers {
    * @param info The tensor's recipe.
    * @param slab The slab; its memory is only read, before this returns.
    * @param rows Rows in the slab.
+   * @param errorSums Whether to compute the report's error sums.
    * @returns The worker's result.
    */
-  quantize(info: QuantizedTensorInfo, slab: Slab, rows: number): Promise<SlabResult> {
+  quantize(info: QuantizedTensorInfo, slab: Slab, rows: number, errorSums: boolean): Promise<SlabResult> {
     const { data: source } = slab;
     const byteLength = source.byteLength;
     let data = this.#inputs.pop();
@@ -56,7 +57,7 @@ export class SlabWorkers {
       length: source.length,
       data,
       out,
-      errorSums: true,
+      errorSums,
       wasm: wasmKernels() !== undefined,
     };
     return this.#pool.run(task, out ? [data, out] : [data]).then((result) => {

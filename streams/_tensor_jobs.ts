@@ -118,7 +118,8 @@ export interface JobMemory {
 /** Shared by the quantizing jobs: progress, error sums, scratch, output slabs. */
 abstract class QuantizeJob implements TensorJob {
   protected readonly progress: Progress;
-  protected readonly errors = new ErrorStats();
+  /** The report's error sums; undefined when the error is not measured. */
+  protected readonly errors: ErrorStats | undefined;
   protected zeroRangeBlocks = 0;
   protected readonly outputs?: BufferRing;
 
@@ -126,10 +127,17 @@ abstract class QuantizeJob implements TensorJob {
    * @param tensor The tensor.
    * @param info Its recipe.
    * @param memory Output ring and decoding scratch.
+   * @param errorStats Whether the report measures the error (SNR, max abs error).
    */
-  constructor(readonly tensor: TensorInfo, readonly info: QuantizedTensorInfo, readonly memory: JobMemory) {
+  constructor(
+    readonly tensor: TensorInfo,
+    readonly info: QuantizedTensorInfo,
+    readonly memory: JobMemory,
+    errorStats: boolean,
+  ) {
     this.progress = new Progress(tensor);
     this.outputs = memory.outputs;
+    this.errors = errorStats ? new ErrorStats() : undefined;
   }
   get name(): string {
     return this.tensor.name;
@@ -190,8 +198,7 @@ abstract class QuantizeJob implements TensorJob {
       },
       originalBytes: floatByteLength(info.sourceDType, info.shape),
       quantizedBytes: quantizedByteLength(info),
-      snrDb: this.errors.snrDb,
-      maxAbsError: this.errors.maxAbsError,
+      ...(this.errors ? { snrDb: this.errors.snrDb, maxAbsError: this.errors.maxAbsError } : {}),
       zeroRangeBlocks: this.zeroRangeBlocks,
     };
   }
@@ -206,8 +213,8 @@ export class OnePassJob extends QuantizeJob {
   readonly #rowLength: number;
   readonly #blocksPerRow: number;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory) {
-    super(tensor, info, memory);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errorStats: boolean) {
+    super(tensor, info, memory, errorStats);
     this.#rowLength = elementCount(info.shape.slice(1));
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
   }
@@ -255,9 +262,9 @@ export class OnePassJob extends QuantizeJob {
     const rows = this.#rows(slab);
     const { offset, data: { length } } = slab;
     const scaleOffset = (offset / this.#rowLength) * this.#blocksPerRow;
-    return workers.quantize(this.info, slab, rows).then((result) => () => {
+    return workers.quantize(this.info, slab, rows, this.errors !== undefined).then((result) => () => {
       this.zeroRangeBlocks += result.zeroRangeBlocks;
-      if (result.sums) this.errors.add(result.sums, length);
+      if (result.sums) this.errors?.add(result.sums, length);
       const data = isSigned(this.info.dtype) ? new Int8Array(result.q, 0, length) : new Uint8Array(result.q, 0, length);
       return {
         kind: "quantized",
@@ -294,8 +301,8 @@ export class TwoPassJob extends QuantizeJob {
   #source: SlabSource | undefined;
   #spool: SlabSpool | undefined;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory) {
-    super(tensor, info, memory);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errorStats: boolean) {
+    super(tensor, info, memory, errorStats);
     this.#quantizer = new BlockQuantizer(info);
   }
 

@@ -36,6 +36,8 @@ export interface TensorTasks {
   readonly config: QuantizeConfig;
   /** Byte budget of a slab. */
   readonly slabBytes: number;
+  /** Whether the reports measure the error. */
+  readonly errorStats: boolean;
   /** The tasks, in file order. */
   readonly tasks: readonly TensorTask[];
 }
@@ -119,7 +121,7 @@ export async function runTensorTasks(
   onTensor: (index: number, reports: readonly TensorReport[]) => void,
   indices?: readonly number[],
 ): Promise<void> {
-  const { tasks, slabBytes, config } = job;
+  const { tasks, slabBytes, config, errorStats } = job;
   let k = 0;
   const next = indices ? () => indices[k++] : () => shared.claim(tasks.length);
   let output: number | undefined;
@@ -137,6 +139,7 @@ export async function runTensorTasks(
             config,
             slabBytes,
             reuseBuffers,
+            errorStats,
             onProgress: (bytes) => {
               shared.add(bytes - done);
               done = bytes;

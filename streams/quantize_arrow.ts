@@ -33,6 +33,11 @@ export interface QuantizeArrowIPCOptions {
    * @default {undefined}
    */
   onTensor?: (report: TensorReport) => void;
+  /**
+   * Measure the error each tensor's quantization introduces (the report's SNR and max abs error).
+   * @default {true}
+   */
+  errorStats?: boolean;
 }
 
 /** Input slabs only: quantizing already-quantized slabs would be a silent no-op the caller did not mean. */
@@ -63,7 +68,10 @@ export function quantizeArrowIPC(
   input: ReadableStream<Uint8Array>,
   options: QuantizeArrowIPCOptions = {},
 ): Omit<QuantizeJob, "header"> {
-  const quantizer = new QuantizeStream(resolveConfig(options.config), { onTensor: options.onTensor });
+  const quantizer = new QuantizeStream(resolveConfig(options.config), {
+    onTensor: options.onTensor,
+    errorStats: options.errorStats,
+  });
   const output = input
     .pipeThrough(new ArrowIpcDecodeStream({ maxMessageBytes: options.maxMessageBytes ?? 64 * 1024 * 1024 }))
     .pipeThrough(floatSlabsOnly())
@@ -98,6 +106,7 @@ export async function quantizeArrowFile(
   let done = 0;
   const quantizer = new QuantizeStream(resolveConfig(options.config), {
     onTensor: options.onTensor,
+    errorStats: options.errorStats,
     // The file writer is done with each chunk when its write returns, as the reader's reused buffers require.
     reuseBuffers: true,
   });

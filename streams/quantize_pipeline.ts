@@ -58,6 +58,12 @@ export interface QuantizePipelineOptions {
    */
   onWarning?: (message: string) => void;
   /**
+   * Measure the error each tensor's quantization introduces (the report's SNR and max abs error); `false` leaves
+   * them out and saves that arithmetic (see {@linkcode QuantizeStreamOptions.errorStats}).
+   * @default {true}
+   */
+  errorStats?: boolean;
+  /**
    * Reuse a small ring of slab buffers for input and output instead of fresh
    * memory (several times faster). Only for a consumer that is done with each
    * output chunk before it reads the next (a two-pass tensor reads its whole
@@ -134,7 +140,12 @@ export async function quantizeSafetensors(
   };
   try {
     const { groups, metadata } = outputPlan(header, config);
-    stream = new QuantizeStream(config, { onTensor, reuseBuffers, workers: options.workers });
+    stream = new QuantizeStream(config, {
+      onTensor,
+      reuseBuffers,
+      workers: options.workers,
+      errorStats: options.errorStats,
+    });
     // apache-arrow loads only for Arrow output: it is a tenth of a second of startup a safetensors job need not pay.
     encoder = options.format === "arrows"
       ? new (await import("./arrow_ipc_encode_stream.ts")).ArrowIpcEncodeStream()

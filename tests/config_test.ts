@@ -54,7 +54,7 @@ describe("resolveConfig", () => {
     assert.deepEqual(resolveConfig({ dtype: "uint4" }).global, { ...resolveConfig({}).global, dtype: "uint4" });
   });
 
-  test("checks a configuration built by hand, which the jobs then use unchecked", async () => {
+  test("checks a configuration built by hand, which the jobs then use unchecked", () => {
     const built = { global: { axis: 1 }, tensors: [{ pattern: "*.c_attn.weight", options: { dtype: "int3" } }] };
     try {
       resolveConfig(built as never);
