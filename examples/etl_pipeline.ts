@@ -41,4 +41,4 @@ await chunks
 
 const { totals } = quantize.report;
 console.log(`wrote .out/blocks.int8.arrows: ${totals.quantized} tensors quantized of ${totals.tensors} kept`);
-console.log(`${totals.originalBytes} -> ${totals.quantizedBytes} bytes, lowest SNR ${totals.minSnrDb?.toFixed(1)} dB`);
+console.log(`${totals.originalBytes} -> ${totals.quantizedBytes} bytes, lowest SNR ${totals.minSnrDb!.toFixed(1)} dB`);

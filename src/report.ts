@@ -60,8 +60,9 @@ export interface ReportTotals {
   /** Against the model with its quantized tensors in float32: just under 4 for int8. */
   readonly ratioVsFloat32: number;
   /**
-   * Smallest SNR among quantized tensors, in dB (`Infinity` when none is
-   * quantized); absent when their error was not measured.
+   * Smallest SNR among the quantized tensors whose error was measured, in dB
+   * (`Infinity` when none is quantized); absent when no error was measured
+   * (`errorStats: false`).
    */
   readonly minSnrDb?: number;
 }
@@ -121,7 +122,10 @@ export function summarize(tensors: readonly TensorReport[]): ModelReport {
       quantized++;
       as16 += elementCount(t.shape) * 2;
       as32 += elementCount(t.shape) * 4;
-      if (t.snrDb !== undefined) measured++, minSnrDb = Math.min(minSnrDb, t.snrDb);
+      if (t.snrDb !== undefined) {
+        measured++;
+        minSnrDb = Math.min(minSnrDb, t.snrDb);
+      }
     } else {
       as16 += t.originalBytes;
       as32 += t.originalBytes;
@@ -138,7 +142,7 @@ export function summarize(tensors: readonly TensorReport[]): ModelReport {
       ratio: ratio(originalBytes),
       ratioVsFloat16: ratio(as16),
       ratioVsFloat32: ratio(as32),
-      ...(quantized && !measured ? {} : { minSnrDb }),
+      ...(quantized > 0 && measured === 0 ? {} : { minSnrDb }),
     },
   };
 }
@@ -169,17 +173,21 @@ function describe(t: TensorReport): string {
  * @returns Lines of text, ending with the totals.
  */
 export function formatReport(report: ModelReport): string {
-  const header = ["tensor", "shape", "dtype", "decision", "before", "after", "SNR dB", "max err"];
-  const rows = report.tensors.map((t) => [
-    t.name,
-    `[${t.shape.join(",")}]`,
-    t.dtype,
-    describe(t),
-    bytes(t.originalBytes),
-    bytes(t.quantizedBytes),
-    t.snrDb === undefined ? "" : Number.isFinite(t.snrDb) ? t.snrDb.toFixed(1) : "exact",
-    t.maxAbsError === undefined ? "" : t.maxAbsError.toPrecision(3),
-  ]);
+  // The error columns only when some error was measured (not so with `errorStats: false`, or nothing quantized).
+  const columns = report.tensors.some((t) => t.snrDb !== undefined) ? 8 : 6;
+  const header = ["tensor", "shape", "dtype", "decision", "before", "after", "SNR dB", "max err"].slice(0, columns);
+  const rows = report.tensors.map((t) =>
+    [
+      t.name,
+      `[${t.shape.join(",")}]`,
+      t.dtype,
+      describe(t),
+      bytes(t.originalBytes),
+      bytes(t.quantizedBytes),
+      t.snrDb === undefined ? "" : Number.isFinite(t.snrDb) ? t.snrDb.toFixed(1) : "exact",
+      t.maxAbsError === undefined ? "" : t.maxAbsError.toPrecision(3),
+    ].slice(0, columns)
+  );
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
   const right = new Set([4, 5, 6, 7]);
   const line = (cells: string[]) =>
@@ -194,7 +202,7 @@ export function formatReport(report: ModelReport): string {
     `(${t.ratio.toFixed(3)}x smaller; ${t.ratioVsFloat16.toFixed(3)}x vs float16, ${
       t.ratioVsFloat32.toFixed(3)
     }x vs float32)` +
-    (t.quantized && t.minSnrDb !== undefined
+    (t.quantized > 0 && t.minSnrDb !== undefined
       ? `; lowest SNR ${Number.isFinite(t.minSnrDb) ? t.minSnrDb.toFixed(1) + " dB" : "exact"}`
       : ""),
   ].join("\n");

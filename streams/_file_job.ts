@@ -109,10 +109,14 @@ export async function startFileJob(input: string | (() => ByteSource), options: 
   }
   const memory = jobMemory(reuseBuffers, FILE_JOB_RING_SLOTS);
   const output = encodePieces(
-    quantizeChunks(counted(), config, onTensor, memory, {
+    quantizeChunks(counted(), {
+      config,
+      report: onTensor,
+      memory,
       workers: 0,
       errorStats: options.errorStats ?? true,
-    }, new AbortController().signal),
+      signal: new AbortController().signal,
+    }),
     encoder,
   );
   return {

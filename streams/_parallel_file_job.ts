@@ -82,7 +82,7 @@ export async function quantizeFileInParallel(
       outputPath: file.temp,
       config,
       slabBytes,
-      errorStats: options.errorStats ?? true,
+      errorStats: options.errorStats,
       tasks,
     };
     // Workers first: they take a while to start, and this thread works meanwhile.

@@ -11,24 +11,33 @@ import { dtypeSize } from "../src/safetensors_header.ts";
 import { elementCount, type TensorReport } from "../src/report.ts";
 import { planValidatedTensor } from "../src/_tensor_plan_validated.ts";
 import type { QuantizedSlab, RawChunk, Slab } from "../src/types.ts";
+import { ErrorStats } from "../src/error_stats.ts";
 import { SlabWorkers } from "./_slab_workers.ts";
 import { type JobMemory, OnePassJob, SkipJob, type TensorJob, TwoPassJob } from "./_tensor_jobs.ts";
 
-/** How {@linkcode quantizeChunks} works. */
+/** What {@linkcode quantizeChunks} works with. */
 export interface ChunkJobOptions {
+  /** The configuration, checked. */
+  readonly config: QuantizeConfig;
+  /** Called with each tensor's report when it is done. */
+  readonly report: (r: TensorReport) => void;
+  /** Output ring and decoding scratch. */
+  readonly memory: JobMemory;
   /** Workers besides this thread, for the slabs of one-pass tensors. */
   readonly workers: number;
   /** Whether the reports measure the error (SNR, max abs error). */
   readonly errorStats: boolean;
+  /** Stops the work at the next chunk. */
+  readonly signal: AbortSignal;
 }
 
-function startJob(slab: Slab, config: QuantizeConfig, memory: JobMemory, errorStats: boolean): TensorJob {
+function startJob(slab: Slab, { config, memory, errorStats }: ChunkJobOptions): TensorJob {
   const { tensor } = slab;
   const plan = planValidatedTensor(tensor, optionsFor(config, tensor.name));
   if (plan.kind === "skipped") return new SkipJob(tensor, plan);
   const { kind: _, ...info } = plan;
   const Job = OnePassJob.fits(info, slab) ? OnePassJob : TwoPassJob;
-  return new Job(tensor, info, memory, errorStats);
+  return new Job(tensor, info, memory, errorStats ? new ErrorStats() : undefined);
 }
 
 /**
@@ -79,13 +88,9 @@ interface Pending {
  */
 export async function* quantizeChunks(
   input: AsyncIterable<Slab | RawChunk>,
-  config: QuantizeConfig,
-  report: (r: TensorReport) => void,
-  memory: JobMemory,
   options: ChunkJobOptions,
-  cancelled: AbortSignal,
 ): AsyncGenerator<QuantizedSlab | RawChunk> {
-  const { workers: workerCount, errorStats } = options;
+  const { report, memory, workers: workerCount, errorStats, signal } = options;
   let job: TensorJob | undefined;
   let workers: SlabWorkers | undefined;
   // Outputs of slabs in workers, in input order. Only worker outputs wait here: raw chunks and
@@ -103,7 +108,7 @@ export async function* quantizeChunks(
   try {
     for await (const chunk of input) {
       // A cancel waits for the step under way, which may read a whole tensor's first pass: stop here instead.
-      if (cancelled.aborted) return;
+      if (signal.aborted) return;
       if (chunk.kind === "raw") {
         if (job) throw unfinished(job);
         while (pending.length) yield await head();
@@ -112,9 +117,12 @@ export async function* quantizeChunks(
         continue;
       }
       if (job && job.name !== chunk.tensor.name) throw unfinished(job);
-      job ??= startJob(chunk, config, memory, errorStats);
+      job ??= startJob(chunk, options);
       if (workerCount > 0 && job instanceof OnePassJob) {
-        workers ??= new SlabWorkers(workerCount, memory.outputs !== undefined);
+        workers ??= new SlabWorkers(workerCount, {
+          recycleOutputs: memory.outputs !== undefined,
+          errorSums: errorStats,
+        });
         const ready = job.submit(chunk, workers);
         // Awaited in turn; until then a rejection must not count as unhandled.
         ready.catch(() => {});

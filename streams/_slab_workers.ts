@@ -20,17 +20,20 @@ export class SlabWorkers {
   readonly #inputs: ArrayBuffer[] = [];
   /** Output buffers given to the consumer, oldest first, when they are recycled. */
   readonly #outputs: ArrayBuffer[] | undefined;
+  readonly #errorSums: boolean;
 
   /**
    * Starts the workers.
    *
    * @param size How many workers.
-   * @param recycleOutputs Reuse a quantized slab's memory once `PIPELINE_RING_SLOTS` later slabs were
-   *   given out (the `reuseBuffers` contract); otherwise every slab gets fresh memory.
+   * @param options `recycleOutputs`: reuse a quantized slab's memory once `PIPELINE_RING_SLOTS` later slabs were
+   *   given out (the `reuseBuffers` contract), else every slab gets fresh memory; `errorSums`: whether the
+   *   workers compute the report's error sums.
    */
-  constructor(size: number, recycleOutputs: boolean) {
+  constructor(size: number, options: { recycleOutputs: boolean; errorSums: boolean }) {
     this.#pool = new WorkerPool(new URL("../src/_quantize_worker.ts", import.meta.url), size);
-    this.#outputs = recycleOutputs ? [] : undefined;
+    this.#outputs = options.recycleOutputs ? [] : undefined;
+    this.#errorSums = options.errorSums;
   }
 
   /**
@@ -39,10 +42,9 @@ export class SlabWorkers {
    * @param info The tensor's recipe.
    * @param slab The slab; its memory is only read, before this returns.
    * @param rows Rows in the slab.
-   * @param errorSums Whether to compute the report's error sums.
    * @returns The worker's result.
    */
-  quantize(info: QuantizedTensorInfo, slab: Slab, rows: number, errorSums: boolean): Promise<SlabResult> {
+  quantize(info: QuantizedTensorInfo, slab: Slab, rows: number): Promise<SlabResult> {
     const { data: source } = slab;
     const byteLength = source.byteLength;
     let data = this.#inputs.pop();
@@ -57,7 +59,7 @@ export class SlabWorkers {
       length: source.length,
       data,
       out,
-      errorSums,
+      errorSums: this.#errorSums,
       wasm: wasmKernels() !== undefined,
     };
     return this.#pool.run(task, out ? [data, out] : [data]).then((result) => {

@@ -118,8 +118,6 @@ export interface JobMemory {
 /** Shared by the quantizing jobs: progress, error sums, scratch, output slabs. */
 abstract class QuantizeJob implements TensorJob {
   protected readonly progress: Progress;
-  /** The report's error sums; undefined when the error is not measured. */
-  protected readonly errors: ErrorStats | undefined;
   protected zeroRangeBlocks = 0;
   protected readonly outputs?: BufferRing;
 
@@ -127,17 +125,16 @@ abstract class QuantizeJob implements TensorJob {
    * @param tensor The tensor.
    * @param info Its recipe.
    * @param memory Output ring and decoding scratch.
-   * @param errorStats Whether the report measures the error (SNR, max abs error).
+   * @param errors Where the report's error sums go; none when the error is not measured.
    */
   constructor(
     readonly tensor: TensorInfo,
     readonly info: QuantizedTensorInfo,
     readonly memory: JobMemory,
-    errorStats: boolean,
+    protected readonly errors?: ErrorStats,
   ) {
     this.progress = new Progress(tensor);
     this.outputs = memory.outputs;
-    this.errors = errorStats ? new ErrorStats() : undefined;
   }
   get name(): string {
     return this.tensor.name;
@@ -213,8 +210,8 @@ export class OnePassJob extends QuantizeJob {
   readonly #rowLength: number;
   readonly #blocksPerRow: number;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errorStats: boolean) {
-    super(tensor, info, memory, errorStats);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errors?: ErrorStats) {
+    super(tensor, info, memory, errors);
     this.#rowLength = elementCount(info.shape.slice(1));
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
   }
@@ -262,7 +259,7 @@ export class OnePassJob extends QuantizeJob {
     const rows = this.#rows(slab);
     const { offset, data: { length } } = slab;
     const scaleOffset = (offset / this.#rowLength) * this.#blocksPerRow;
-    return workers.quantize(this.info, slab, rows, this.errors !== undefined).then((result) => () => {
+    return workers.quantize(this.info, slab, rows).then((result) => () => {
       this.zeroRangeBlocks += result.zeroRangeBlocks;
       if (result.sums) this.errors?.add(result.sums, length);
       const data = isSigned(this.info.dtype) ? new Int8Array(result.q, 0, length) : new Uint8Array(result.q, 0, length);
@@ -301,8 +298,8 @@ export class TwoPassJob extends QuantizeJob {
   #source: SlabSource | undefined;
   #spool: SlabSpool | undefined;
 
-  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errorStats: boolean) {
-    super(tensor, info, memory, errorStats);
+  constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errors?: ErrorStats) {
+    super(tensor, info, memory, errors);
     this.#quantizer = new BlockQuantizer(info);
   }
 

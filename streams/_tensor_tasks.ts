@@ -36,8 +36,8 @@ export interface TensorTasks {
   readonly config: QuantizeConfig;
   /** Byte budget of a slab. */
   readonly slabBytes: number;
-  /** Whether the reports measure the error. */
-  readonly errorStats: boolean;
+  /** Whether the reports measure the error (default true). */
+  readonly errorStats?: boolean;
   /** The tasks, in file order. */
   readonly tasks: readonly TensorTask[];
 }

@@ -34,7 +34,8 @@ export interface QuantizeArrowIPCOptions {
    */
   onTensor?: (report: TensorReport) => void;
   /**
-   * Measure the error each tensor's quantization introduces (the report's SNR and max abs error).
+   * Measure the error each tensor's quantization introduces (the report's SNR and max abs error); `false` leaves
+   * them out and saves that arithmetic (see {@linkcode QuantizeStreamOptions.errorStats}).
    * @default {true}
    */
   errorStats?: boolean;

@@ -38,8 +38,10 @@ export interface QuantizeStreamOptions {
   /**
    * Measure the error each tensor's quantization introduces (the report's
    * SNR and max abs error), in the same pass. `false` leaves them out of the
-   * report and saves that arithmetic: the wasm kernel then runs about 1.7x
-   * faster (bench/kernel_bench.ts).
+   * report and saves that arithmetic, with the same output: the one-pass wasm
+   * kernel (per channel on axis 0, per block) then runs about 1.7x faster
+   * (bench/kernel_bench.ts); a whole job gains less, as reading and writing
+   * take their share.
    * @default {true}
    */
   errorStats?: boolean;
@@ -90,6 +92,7 @@ export class QuantizeStream {
     if (!Number.isInteger(workers) || workers < 0) {
       throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
     }
+    if (typeof errorStats !== "boolean") throw new TypeError(`errorStats must be a boolean, got ${errorStats}`);
     const resolved = resolveConfig(config);
     const report = (r: TensorReport) => {
       this.#reports.push(r);
@@ -97,7 +100,7 @@ export class QuantizeStream {
     };
     const memory = jobMemory(options.reuseBuffers, PIPELINE_RING_SLOTS);
     ({ readable: this.readable, writable: this.writable } = pullTransform((input, cancelled) =>
-      quantizeChunks(input, resolved, report, memory, { workers, errorStats }, cancelled)
+      quantizeChunks(input, { config: resolved, report, memory, workers, errorStats, signal: cancelled })
     ));
   }
 
