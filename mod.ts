@@ -28,6 +28,7 @@ export * from "./streams/quantize_stream.ts";
 export * from "./src/safetensors_header.ts";
 export * from "./src/byte_source.ts";
 export * from "./src/spool.ts";
+export type { Allocate } from "./src/buffer_ring.ts";
 export * from "./streams/safetensors_source.ts";
 export * from "./streams/safetensors_sink.ts";
 export * from "./streams/channel_stats_stream.ts";
