@@ -1,0 +1,128 @@
+/**
+ * What this machine allows a file job, measured beside it: the bounds under
+ * issue 7's end-to-end targets (1 GiB in 0.4 s with one thread, 0.3 s with
+ * two).
+ *
+ * - The I/O floor: reading the checkpoint into a reused 1 MiB buffer
+ *   (`readSync`, as the file job reads its slabs), then writing a quarter of
+ *   its size (the int8 output) in 1 MiB writes to a new file beside
+ *   `--out-dir`. No quantization: what a one-thread job spends at least.
+ * - Thread scaling: the file job with its tensors all in workers (this
+ *   thread idle), with 1 worker and with 2. A tensor's time is the interval
+ *   between finished tensors in steady state (the time from the first
+ *   tensor of each worker to the last, over the tensors in between); 2
+ *   workers over 1 is what a second thread gains.
+ *
+ * ```sh
+ * deno run -A bench/make_checkpoint.ts /dev/shm/b1g.safetensors --tensors 16
+ * deno run -A bench/machine_ceiling.ts /dev/shm/b1g.safetensors [--out-dir /dev/shm] [--reps 3]
+ * bun bench/machine_ceiling.ts /dev/shm/b1g.safetensors
+ * ```
+ *
+ * Output: a line per measurement, then `RESULT {json}` lines.
+ *
+ * @module
+ */
+import { closeSync, openSync, readSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
+import process from "node:process";
+import { parseArgs } from "node:util";
+import { quantizeFileInParallel } from "../streams/_parallel_file_job.ts";
+
+const MiB = 2 ** 20;
+const { values, positionals } = parseArgs({
+  args: process.argv.slice(2),
+  options: { "out-dir": { type: "string" }, reps: { type: "string", default: "3" } },
+  allowPositionals: true,
+});
+if (positionals.length !== 1) {
+  console.error("usage: machine_ceiling.ts CHECKPOINT.safetensors [--out-dir DIR] [--reps N]");
+  process.exit(2);
+}
+const [input] = positionals;
+const outDir = values["out-dir"] ?? dirname(input);
+const reps = Number(values.reps);
+const runtime = (globalThis as { Bun?: { version: string } }).Bun
+  ? `bun ${(globalThis as unknown as { Bun: { version: string } }).Bun.version}`
+  : `deno ${(globalThis as unknown as { Deno: { version: { deno: string } } }).Deno.version.deno}`;
+const inputBytes = statSync(input).size;
+
+function result(json: Record<string, unknown>): void {
+  console.log(`RESULT ${JSON.stringify({ bench: "machine_ceiling", runtime, inputBytes, ...json })}`);
+}
+
+/** Reads the whole file into a reused buffer; milliseconds. */
+function readAll(buffer: Uint8Array): number {
+  const t0 = performance.now();
+  const fd = openSync(input, "r");
+  try {
+    for (let at = 0, n; (n = readSync(fd, buffer, 0, buffer.length, at)) > 0; at += n);
+  } finally {
+    closeSync(fd);
+  }
+  return performance.now() - t0;
+}
+
+/** Writes `bytes` in writes of the buffer's size to a new file, then removes it; milliseconds. */
+function writeAll(buffer: Uint8Array, bytes: number): number {
+  const path = join(outDir, `machine_ceiling_${process.pid}.tmp`);
+  const t0 = performance.now();
+  const fd = openSync(path, "w");
+  try {
+    for (let left = bytes; left > 0; left -= buffer.length) writeSync(fd, buffer, 0, Math.min(left, buffer.length));
+  } finally {
+    closeSync(fd);
+  }
+  const ms = performance.now() - t0;
+  unlinkSync(path);
+  return ms;
+}
+
+const buffer = new Uint8Array(MiB).fill(1);
+const reads: number[] = [], writes: number[] = [];
+for (let rep = 0; rep < reps; rep++) {
+  reads.push(readAll(buffer));
+  writes.push(writeAll(buffer, Math.ceil(inputBytes / 4)));
+}
+const read = Math.min(...reads), write = Math.min(...writes);
+console.log(
+  `${runtime}: I/O floor, best of ${reps}: read ${(inputBytes / MiB).toFixed(0)} MiB ${read.toFixed(0)} ms (${
+    (inputBytes / read / 1e6).toFixed(1)
+  } GB/s), write a quarter of it ${write.toFixed(0)} ms: ${((read + write) / 1000).toFixed(3)} s before any arithmetic`,
+);
+result({ case: "io_floor", readMs: read, writeMs: write, floorSeconds: (read + write) / 1000 });
+
+/** The steady interval between finished tensors with `workers` workers and this thread idle; milliseconds. */
+async function tensorInterval(workers: number): Promise<number> {
+  const output = join(outDir, `machine_ceiling_${process.pid}.safetensors`);
+  const done: number[] = [];
+  const t0 = performance.now();
+  try {
+    await quantizeFileInParallel(input, output, { workers, onTensor: () => done.push(performance.now() - t0) }, {
+      inThisThread: false,
+      taskBytes: 1,
+    });
+  } finally {
+    try {
+      unlinkSync(output);
+    } catch { /* not written */ }
+  }
+  // Each worker's first tensor carries its start; the rest come at the steady rate.
+  const steady = done.length - workers;
+  if (steady < 2) throw new Error(`${input} has too few tensors to time ${workers} workers`);
+  return (done[done.length - 1] - done[workers - 1]) / steady;
+}
+
+const interval = new Map<number, number>();
+for (const workers of [1, 2]) {
+  const runs: number[] = [];
+  for (let rep = 0; rep < reps; rep++) runs.push(await tensorInterval(workers));
+  interval.set(workers, Math.min(...runs));
+}
+const scaling = interval.get(1)! / interval.get(2)!;
+console.log(
+  `${runtime}: a tensor every ${interval.get(1)!.toFixed(1)} ms with 1 worker, every ${
+    interval.get(2)!.toFixed(1)
+  } ms with 2: a second thread gives ${scaling.toFixed(2)}x`,
+);
+result({ case: "thread_scaling", oneWorkerMs: interval.get(1), twoWorkersMs: interval.get(2), scaling });
