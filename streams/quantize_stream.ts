@@ -86,6 +86,8 @@ export class QuantizeStream {
    * @param config Options for every tensor, or a configuration with per-tensor overrides ({@linkcode parseConfig}).
    * @param options Stream options.
    * @throws {ConfigError} When an option is invalid.
+   * @throws {RangeError} When `workers` is not a non-negative integer.
+   * @throws {TypeError} When `errorStats` is not a boolean.
    */
   constructor(config: QuantizeConfig | QuantizeOptions = {}, options: QuantizeStreamOptions = {}) {
     const { workers = 0, errorStats = true } = options;
