@@ -11,6 +11,7 @@ import type { SafetensorsHeader } from "../src/safetensors_header.ts";
 import type { ModelReport, TensorReport } from "../src/report.ts";
 import type { QuantizedSlab, QuantizedTensorInfo, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { QuantizeStream } from "./quantize_stream.ts";
+import { jobOptions } from "./_job_options.ts";
 import { outputPlan } from "./_output_plan.ts";
 import { SafetensorsEncodeStream, writeFileAtomically } from "./safetensors_sink.ts";
 import { DEFAULT_SLAB_BYTES, readSafetensors } from "./safetensors_source.ts";
@@ -190,6 +191,7 @@ export async function quantizeSafetensors(
  * @throws {FormatError} When the input is malformed (nothing is written).
  * @throws {NonFiniteError} When a tensor to quantize holds NaN or an infinity (nothing is written).
  * @throws {RangeError} When `workers` is not a non-negative integer, or safetensors output is asked of an Arrow input.
+ * @throws {TypeError} When `errorStats` is not a boolean.
  */
 export async function quantizeFile(
   inputPath: string,
@@ -197,10 +199,8 @@ export async function quantizeFile(
   options: QuantizePipelineOptions = {},
 ): Promise<ModelReport> {
   const format = options.format ?? (outputPath.endsWith(".arrows") ? "arrows" : "safetensors");
-  const { workers = 0 } = options;
-  if (!Number.isInteger(workers) || workers < 0) {
-    throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
-  }
+  const { workers, errorStats } = jobOptions(options);
+  options = { ...options, workers, errorStats };
   if (isArrowFile(inputPath)) {
     if (format !== "arrows") {
       throw new RangeError(

@@ -9,6 +9,7 @@ import { type ModelReport, summarize, type TensorReport } from "../src/report.ts
 import type { QuantizedSlab, QuantizeOptions, RawChunk, Slab } from "../src/types.ts";
 import { pullTransform } from "../src/_pull_transform.ts";
 import { jobMemory, quantizeChunks } from "./_quantize_chunks.ts";
+import { jobOptions } from "./_job_options.ts";
 
 /** Options of {@linkcode QuantizeStream}. */
 export interface QuantizeStreamOptions {
@@ -90,11 +91,7 @@ export class QuantizeStream {
    * @throws {TypeError} When `errorStats` is not a boolean.
    */
   constructor(config: QuantizeConfig | QuantizeOptions = {}, options: QuantizeStreamOptions = {}) {
-    const { workers = 0, errorStats = true } = options;
-    if (!Number.isInteger(workers) || workers < 0) {
-      throw new RangeError(`workers must be a non-negative integer, got ${workers}`);
-    }
-    if (typeof errorStats !== "boolean") throw new TypeError(`errorStats must be a boolean, got ${errorStats}`);
+    const { workers, errorStats } = jobOptions(options);
     const resolved = resolveConfig(config);
     const report = (r: TensorReport) => {
       this.#reports.push(r);

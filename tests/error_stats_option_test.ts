@@ -1,6 +1,6 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import process from "node:process";
@@ -216,7 +216,17 @@ describe("errorStats: false leaves SNR and max error out of the report and the o
     }
   });
 
-  test("QuantizeStream: same slabs, report without the error; a non-boolean errorStats is refused", async () => {
+  test("a non-boolean errorStats is refused before any work, by the stream and the file job", async () => {
+    const refused = { name: "TypeError", message: "errorStats must be a boolean, got no" };
+    assert.throws(() => new QuantizeStream({}, { errorStats: "no" as never }), refused);
+    const output = path("refused.safetensors");
+    for (const workers of [0, 1]) {
+      await assert.rejects(quantizeFile(gpt2, output, { errorStats: "no" as never, workers }), refused);
+      assert.ok(!existsSync(output));
+    }
+  });
+
+  test("QuantizeStream: same slabs, report without the error", async () => {
     const tensor = { name: "fc.weight", dtype: "float32", shape: [64, 64] } as const;
     const data = Float32Array.from({ length: 64 * 64 }, (_, i) => Math.sin(i));
     const [expected, got] = await Promise.all([true, false].map(async (errorStats) => {
@@ -227,10 +237,6 @@ describe("errorStats: false leaves SNR and max error out of the report and the o
     assert.equal(expected.report.totals.quantized, 1);
     assert.deepEqual(got.slabs, expected.slabs);
     assert.deepEqual(got.report, withoutErrors(expected.report));
-    assert.throws(() => new QuantizeStream({}, { errorStats: "no" as never }), {
-      name: "TypeError",
-      message: "errorStats must be a boolean, got no",
-    });
   });
 
   test("slab workers compute the error sums only when asked", async () => {
