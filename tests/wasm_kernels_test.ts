@@ -109,11 +109,14 @@ function firstDifference(a: Uint8Array, b: Uint8Array): string {
   return i < 0 ? "none" : `element ${i}: ${a[i]} vs ${b[i]}`;
 }
 
-test("quantize matches the JavaScript kernel for every mode, dtype, arithmetic, layout and value family", () => {
-  const k = kernels();
-  let cases = 0;
-  let seed = 1;
-  for (const spec of LAYOUTS) {
+/**
+ * Every mode and dtype over each layout, value family and arithmetic: the values (seeds from `firstSeed` on, one per
+ * layout, family and arithmetic) and their parameters. Float16 overflow in linear mode, an error before any kernel
+ * runs, is left out.
+ */
+function* quantizeCases(specs: typeof LAYOUTS, firstSeed: number) {
+  let seed = firstSeed;
+  for (const spec of specs) {
     const layout = new BlockLayout(spec.shape, spec.blocks);
     for (const family of VALUES) {
       for (const arithmetic of ARITHMETIC) {
@@ -124,28 +127,35 @@ test("quantize matches the JavaScript kernel for every mode, dtype, arithmetic, 
             try {
               params = paramsFor(values, layout, mode, dtype, arithmetic);
             } catch {
-              continue; // float16 overflow in linear mode: an error before any kernel runs
+              continue;
             }
-            const signed = isSigned(dtype);
-            const want = reference(values, 0, layout, params, signed);
-            const cuts = [7, 100, Math.floor(layout.size / 2) + 3].filter((c) => c < layout.size);
-            const got = viaWasm(k, values, layout, params, signed, cuts);
             const label = `${spec.name} / ${family.name} / ${arithmetic} / ${mode} / ${dtype}`;
-            assert.deepEqual(
-              bytes(got),
-              bytes(want),
-              `${label}: first difference at ${firstDifference(bytes(got), bytes(want))}`,
-            );
-            if (dtype === "int4" || dtype === "uint4") {
-              const kOut = k.output(got.length);
-              kOut.set(bytes(got));
-              assert.deepEqual(k.pack4(got.length), packInt4(want), `${label}: packing`);
-            }
-            cases++;
+            yield { layout, values, arithmetic, dtype, params, signed: isSigned(dtype), label };
           }
         }
       }
     }
+  }
+}
+
+test("quantize matches the JavaScript kernel for every mode, dtype, arithmetic, layout and value family", () => {
+  const k = kernels();
+  let cases = 0;
+  for (const { layout, values, dtype, params, signed, label } of quantizeCases(LAYOUTS, 1)) {
+    const want = reference(values, 0, layout, params, signed);
+    const cuts = [7, 100, Math.floor(layout.size / 2) + 3].filter((c) => c < layout.size);
+    const got = viaWasm(k, values, layout, params, signed, cuts);
+    assert.deepEqual(
+      bytes(got),
+      bytes(want),
+      `${label}: first difference at ${firstDifference(bytes(got), bytes(want))}`,
+    );
+    if (dtype === "int4" || dtype === "uint4") {
+      const kOut = k.output(got.length);
+      kOut.set(bytes(got));
+      assert.deepEqual(k.pack4(got.length), packInt4(want), `${label}: packing`);
+    }
+    cases++;
   }
   assert.ok(cases > 700, `${cases} cases`);
 });
@@ -503,12 +513,15 @@ test("quantize adds the report's error sums as ErrorStats computes them, for con
           expected.observe(values, 0, layout, q, scale, params.zeroPoint);
           // Several slabs at odd offsets, staged from JS memory, summing into one accumulator.
           const sums = new Float64Array(3);
-          const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
-          let from = 0;
-          for (const to of [1, 1001, 4099, values.length].filter((c) => c <= values.length)) {
-            assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to), sums));
-            from = to;
-          }
+          const out = viaWasm(
+            k,
+            values,
+            layout,
+            params,
+            signed,
+            [1, 1001, 4099].filter((c) => c < values.length),
+            sums,
+          );
           const where = `shape [${shape}] blocks [${sizes}] ${name} ${mode} ${dtype}`;
           assert.deepEqual(bytes(out), bytes(q), where);
           // The largest error is exact; the squares are summed partly in float32 (src/wasm/kernels.wat).
@@ -801,46 +814,24 @@ test("observeQuantize refuses non-finite values and parameters, leaving the sums
 test("quantize adds the error sums in float64 for layouts of rows, as ErrorStats computes them", () => {
   const k = kernels();
   let cases = 0;
-  for (const spec of LAYOUTS.filter((l) => !new BlockLayout(l.shape, l.blocks).contiguous)) {
-    const layout = new BlockLayout(spec.shape, spec.blocks);
-    for (const { name, gen } of VALUES) {
-      for (const arithmetic of ARITHMETIC) {
-        const values = fill(layout.size, gen, 91 + cases, arithmetic);
-        for (const mode of MODES) {
-          for (const dtype of DTYPES) {
-            let params: KernelParams;
-            try {
-              params = paramsFor(values, layout, mode, dtype, arithmetic);
-            } catch {
-              continue; // float16 overflow in linear mode
-            }
-            const signed = isSigned(dtype);
-            const q = reference(values, 0, layout, params, signed);
-            const scale = Float64Array.from(
-              params.inverseScale,
-              (inv) => (arithmetic === "float16" ? f16round : Math.fround)(1 / inv),
-            );
-            const expected = new ErrorStats();
-            expected.observe(values, 0, layout, q, scale, params.zeroPoint);
-            // Slabs at odd offsets, staged from JS memory, summing into one accumulator.
-            const sums = new Float64Array(3);
-            const out = signed ? new Int8Array(values.length) : new Uint8Array(values.length);
-            let from = 0;
-            for (const to of [1, 7, 100, 333, values.length].filter((c) => c <= values.length)) {
-              assert.ok(k.quantize(values.subarray(from, to), from, layout, params, out.subarray(from, to), sums));
-              from = to;
-            }
-            const where = `${spec.name} ${name} ${arithmetic} ${mode} ${dtype}`;
-            assert.deepEqual(bytes(out), bytes(q), where);
-            assert.equal(sums[2], expected.maxAbsError, where);
-            // Float64 sums, added in another order.
-            assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-12 * expected.signalEnergy, where);
-            assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-12 * expected.errorEnergy, where);
-            cases++;
-          }
-        }
-      }
-    }
+  const rows = LAYOUTS.filter((l) => !new BlockLayout(l.shape, l.blocks).contiguous);
+  for (const { layout, values, arithmetic, params, signed, label } of quantizeCases(rows, 91)) {
+    const q = reference(values, 0, layout, params, signed);
+    const scale = Float64Array.from(
+      params.inverseScale,
+      (inv) => (arithmetic === "float16" ? f16round : Math.fround)(1 / inv),
+    );
+    const expected = new ErrorStats();
+    expected.observe(values, 0, layout, q, scale, params.zeroPoint);
+    // Slabs at odd offsets, staged from JS memory, summing into one accumulator.
+    const sums = new Float64Array(3);
+    const out = viaWasm(k, values, layout, params, signed, [1, 7, 100, 333].filter((c) => c < values.length), sums);
+    assert.deepEqual(bytes(out), bytes(q), label);
+    assert.equal(sums[2], expected.maxAbsError, label);
+    // Float64 sums, added in another order.
+    assert.ok(Math.abs(sums[0] - expected.signalEnergy) <= 1e-12 * expected.signalEnergy, label);
+    assert.ok(Math.abs(sums[1] - expected.errorEnergy) <= 1e-12 * expected.errorEnergy, label);
+    cases++;
   }
   assert.ok(cases > 150, `${cases} cases`);
 });
