@@ -439,59 +439,77 @@ export class WasmKernels {
     if (!this.#upload(params)) return false;
     const f16 = this.#paramsFloat16 ? 1 : 0;
     const { qmin, qmax } = params;
-    const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
-    // In place or staged, STAGE elements at a time: the error sums then read values still in cache.
-    const step = STAGE;
     // Error sums ride along where the values are in wasm memory anyway.
     const sums = errorSums !== undefined;
     if (sums) this.#arena.f64.set(errorSums, SUMS >> 3);
     // How the error sums read a stored byte: as the range says, whatever the array type.
     const flip = qmin < 0 ? 128 : 0;
-    let bad = 0;
-    for (let i = 0; i < n; i += step) {
-      const len = Math.min(step, n - i);
-      let src = inPtr + 4 * i;
-      if (inPtr < 0) {
-        this.#arena.f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
-        src = this.#stageIn;
-      }
-      const dst = outPtr >= 0 ? outPtr + i : this.#stageOut;
+    // In place or staged, STAGE elements at a time: the error sums then read values still in cache.
+    const done = this.#chunks(values, inPtr, out, outPtr, STAGE, (src, dst, at, len) => {
       if (sums && !f16 && layout.contiguous) {
-        this.#quantizeWithErrors(src, dst, len, offset + i, layout, qmin, qmax, flip);
-      } else {
-        bad |= this.#quantizeSlab(src, dst, len, offset + i, layout, qmin, qmax, f16);
-        if (sums) this.#errorSums(src, dst, len, offset + i, layout, flip);
+        // Quantize and sum in one pass; no float16 check to report: in float32 arithmetic every value quantizes.
+        const { first, run, sp, bp } = this.#runsFrom(offset + at, layout);
+        this.#float32Sums(
+          () => this.#x.quantize_contig_err(src, dst, len, first, run, sp, bp, qmin, qmax, SUMS),
+          () => this.#errorSums(src, dst, len, offset + at, layout, flip),
+        );
+        return true;
       }
-      if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), i);
-    }
+      if (this.#quantizeSlab(src, dst, len, offset + at, layout, qmin, qmax, f16)) return false;
+      if (sums) this.#errorSums(src, dst, len, offset + at, layout, flip);
+      return true;
+    });
     // Refused work is redone in JavaScript, sums and all: they must not be added twice.
-    if (sums && bad === 0) errorSums!.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-    return bad === 0;
+    if (sums && done) errorSums!.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    return done;
   }
 
   /**
-   * Quantizes a contiguous chunk in float32 arithmetic and adds its error sums
-   * to the three float64 at SUMS in the same pass (`quantize_contig_err`);
-   * where that kernel cannot vouch for its float32 error arithmetic, the sums
-   * are redone in float64.
+   * Runs `kernel(src, dst, at, len)` over consecutive chunks of `values` of at
+   * most `step` elements each: in place where `inPtr` locates `values` in this
+   * memory, else staged into the input stage; writing in place where `outPtr`
+   * locates `out`, else into the output stage, copied to `out` after each
+   * chunk (`out` undefined: no output). A kernel that returns `false` stops
+   * the loop, and this returns `false`.
    */
-  #quantizeWithErrors(
-    src: number,
-    dst: number,
-    n: number,
-    offset: number,
-    layout: BlockLayout,
-    qmin: number,
-    qmax: number,
-    flip: number,
-  ): void {
-    const { first, run, sp, bp } = this.#runsFrom(offset, layout);
-    const sums = this.#arena.f64;
-    this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-    // No float16 check to report: in float32 arithmetic every value quantizes exactly.
-    if (this.#x.quantize_contig_err(src, dst, n, first, run, sp, bp, qmin, qmax, SUMS) === 0) return;
-    sums.set(this.#sumsBefore, SUMS >> 3);
-    this.#errorSums(src, dst, n, offset, layout, flip);
+  #chunks(
+    values: Float32Array,
+    inPtr: number,
+    out: Int8Array | Uint8Array | undefined,
+    outPtr: number,
+    step: number,
+    kernel: (src: number, dst: number, at: number, len: number) => boolean,
+  ): boolean {
+    const n = values.length;
+    const outBytes = out && outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
+    for (let at = 0; at < n; at += step) {
+      const len = Math.min(step, n - at);
+      let src = inPtr + 4 * at;
+      if (inPtr < 0) {
+        this.#arena.f32.set(values.subarray(at, at + len), this.#stageIn >> 2);
+        src = this.#stageIn;
+      }
+      const dst = outPtr >= 0 ? outPtr + at : this.#stageOut;
+      if (!kernel(src, dst, at, len)) return false;
+      if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), at);
+    }
+    return true;
+  }
+
+  /**
+   * Runs a kernel that adds float32 error sums to the three float64 at SUMS
+   * and returns 1 where it cannot vouch for them (src/wasm/kernels.wat); the
+   * sums are then put back as they were and `exact` adds float64 ones.
+   * Returns the kernel's status.
+   */
+  #float32Sums(kernel: () => number, exact: () => void): number {
+    this.#sumsBefore.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+    const status = kernel();
+    if (status === 1) {
+      this.#arena.f64.set(this.#sumsBefore, SUMS >> 3);
+      exact();
+    }
+    return status;
   }
 
   /**
@@ -557,38 +575,27 @@ export class WasmKernels {
     const { qmin, qmax } = range;
     const sym = mode === "linear_symmetric" ? 1 : 0;
     const fzp = range.fixedZeroPoint ?? 0;
-    const sums = this.#arena.f64;
-    if (errorSums) sums.set(errorSums, SUMS >> 3);
-    const outBytes = outPtr < 0 ? new Uint8Array(out.buffer, out.byteOffset, n) : undefined;
-    const perCall = inPlace ? blocks : Math.floor(STAGE / run);
+    if (errorSums) this.#arena.f64.set(errorSums, SUMS >> 3);
+    const x = this.#x;
     let zeroRangeBlocks = 0;
-    for (let first = 0; first < blocks; first += perCall) {
-      const count = Math.min(perCall, blocks - first);
-      const at = first * run;
-      const len = count * run;
-      let src = inPtr + 4 * at;
-      if (inPtr < 0) {
-        this.#arena.f32.set(values.subarray(at, at + len), this.#stageIn >> 2);
-        src = this.#stageIn;
-      }
-      const dst = outPtr >= 0 ? outPtr + at : this.#stageOut;
+    // Whole blocks at a time: all of them in place, as many as the stage holds otherwise.
+    const step = inPlace ? n : Math.floor(STAGE / run) * run;
+    const finite = this.#chunks(values, inPtr, out, outPtr, step, (src, dst, at, len) => {
+      const first = at / run, count = len / run;
       const sp = this.#scales + 4 * first;
       const bp = this.#biases + 4 * first;
-      const x = this.#x;
-      let status: number;
-      if (errorSums) {
-        this.#sumsBefore.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-        status = x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE);
-        if (status === 1) { // the float32 error sums are not proven exact here: float64 ones
-          sums.set(this.#sumsBefore, SUMS >> 3);
-          x.error_contig(src, dst, len, run, run, sp, bp, qmin < 0 ? 128 : 0, SUMS);
-        }
-      } else status = x.observe_quantize(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, ZERO_RANGE);
-      if (status === 2) return undefined;
+      const status = errorSums
+        ? this.#float32Sums(
+          () => x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE),
+          () => x.error_contig(src, dst, len, run, run, sp, bp, qmin < 0 ? 128 : 0, SUMS),
+        )
+        : x.observe_quantize(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, ZERO_RANGE);
+      if (status === 2) return false; // a value or parameter not finite
       zeroRangeBlocks += this.#arena.i32[ZERO_RANGE >> 2];
-      if (outBytes) outBytes.set(this.#arena.u8.subarray(dst, dst + len), at);
-    }
-    if (errorSums) errorSums.set(sums.subarray(SUMS >> 3, (SUMS >> 3) + 3));
+      return true;
+    });
+    if (!finite) return undefined;
+    if (errorSums) errorSums.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
     const s0 = this.#scales >> 2;
     const b0 = this.#biases >> 2;
     const f32 = this.#arena.f32;
@@ -722,17 +729,12 @@ export class WasmKernels {
     if (n === 0) return -1;
     const buffer = this.#arena.buffer;
     const inPtr = values.buffer === buffer ? values.byteOffset : -1;
-    const step = STAGE;
+    // Every value is folded in, as the JavaScript kernel does, before the first bad one is looked for.
     let bad = 0;
-    for (let i = 0; i < n; i += step) {
-      const len = Math.min(step, n - i);
-      let src = inPtr + 4 * i;
-      if (inPtr < 0) {
-        this.#arena.f32.set(values.subarray(i, i + len), this.#stageIn >> 2);
-        src = this.#stageIn;
-      }
-      bad |= this.#observeSlab(src, len, offset + i, layout, mins, maxs);
-    }
+    this.#chunks(values, inPtr, undefined, -1, STAGE, (src, _dst, at, len) => {
+      bad |= this.#observeSlab(src, len, offset + at, layout, mins, maxs);
+      return true;
+    });
     if (!bad) return -1;
     // values may be detached if the memory grew; read the same bytes through a fresh view.
     const view = inPtr >= 0 ? new Float32Array(this.#arena.buffer, inPtr, n) : values;
