@@ -5,6 +5,7 @@
  */
 import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { wasmKernels } from "../src/wasm_kernels.ts";
+import { readsSettled } from "./safetensors_source.ts";
 
 /**
  * Memory for the slab rings of jobs whose consumer is done with each chunk
@@ -39,10 +40,11 @@ export class SlabMemory {
    */
   async run<T>(work: (reuseBuffers: Allocate) => Promise<T>): Promise<T> {
     const slab = this.#slabBytes;
-    // In slabs (each with room for alignment): `slots` each for the input, re-read and output rings, as many
-    // for the 16-bit decoding scratch (a slab of 16-bit values is two slabs' bytes as float32, and rings have at
-    // least 2 slots), plus 2 for a larger scratch should a later tensor need one (the arena does not free).
-    const lease = wasmKernels()?.lease((4 * this.#slots + 2) * (slab + 512), slab);
+    // In slabs (each with room for alignment): `slots` each for the input and re-read rings, and one more each for
+    // the chunk a file source reads ahead (safetensors_source.ts); `slots` each for the output ring and the 16-bit
+    // decoding scratch (a slab of 16-bit values is two slabs' bytes as float32, and rings have at least 2 slots);
+    // plus 2 for a larger scratch should a later tensor need one (the arena does not free).
+    const lease = wasmKernels()?.lease((4 * this.#slots + 4) * (slab + 512), slab);
     let next = 0;
     const buffers = this.#buffers;
     const reuse: Allocate = (byteLength) => {
@@ -60,6 +62,9 @@ export class SlabMemory {
       await new Promise((resolve) => setTimeout(resolve, 0));
       throw e;
     } finally {
+      // A read ahead may still be copying into a buffer on another thread (its stream, cancelled or not, starts
+      // no new one by now).
+      await readsSettled();
       lease?.release();
     }
   }

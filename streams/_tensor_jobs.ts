@@ -8,7 +8,7 @@
 import { BlockQuantizer } from "../src/block_quantizer.ts";
 import { BlockLayout } from "../src/block_layout.ts";
 import { FormatError } from "../src/errors.ts";
-import { ErrorStats } from "../src/error_stats.ts";
+import type { ErrorStats } from "../src/error_stats.ts";
 import { floatValues } from "../src/float_values.ts";
 import { isSigned, storesZeroPoint } from "../src/ranges.ts";
 import type { BufferRing } from "../src/buffer_ring.ts";

@@ -178,6 +178,8 @@ function tensorWindow(path: string, entries: readonly SafetensorsEntry[]): ByteS
   const begin = entries[0].begin;
   const end = entries[entries.length - 1].end;
   const file = openFileSource(path);
+  // No `readAsync`: with a thread per core already, reading ahead on a further thread made the job slower
+  // (bench/RESULTS.md, Addendum 10).
   return {
     size: header.length + end - begin,
     read(position: number, into: Uint8Array): number {

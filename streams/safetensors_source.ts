@@ -40,7 +40,8 @@ export interface ReadSafetensorsOptions {
    * ring of two-pass tensors): at least 2. The default covers the chunks a
    * chain of streams can hold in flight; a consumer that is done with each
    * chunk before it reads the next, such as a loop writing each to a file,
-   * needs 2, which stay in cache better.
+   * needs 2, which stay in cache better. A file source that reads ahead
+   * (`ByteSource.readAsync`: Deno's files) adds one for the chunk being read.
    * @default {8}
    */
   ringSlots?: number;
@@ -129,7 +130,10 @@ export async function readSafetensors(
   if (!Number.isInteger(ringSlots) || ringSlots < 2) {
     throw new RangeError(`ringSlots must be an integer of at least 2, got ${ringSlots}`);
   }
-  const buffers = reuseBuffers ? () => new BufferRing(ringSlots, allocatorOf(reuseBuffers)) : undefined;
+  // `extra`: a slot for the chunk a stream reads ahead, which keeps `ringSlots` for the caller.
+  const buffers = reuseBuffers
+    ? (extra: number) => new BufferRing(ringSlots + extra, allocatorOf(reuseBuffers))
+    : undefined;
   if (typeof input === "string") {
     return openRandomAccess(() => openFileSource(input), slabBytes, buffers);
   }
@@ -147,10 +151,13 @@ export async function readSafetensors(
   );
 }
 
+/** Rings of reused buffers, with `extra` slots beyond the caller's `ringSlots`. */
+type Rings = (extra: number) => BufferRing;
+
 function openRandomAccess(
   open: () => ByteSource,
   slabBytes: number,
-  buffers: (() => BufferRing) | undefined,
+  buffers: Rings | undefined,
 ): SafetensorsModel {
   const source = open();
   let header: SafetensorsHeader;
@@ -166,42 +173,71 @@ function openRandomAccess(
     throw e;
   }
   const plans = planTensors(header, slabBytes);
+  // A source that reads off this thread has the next chunk read while the caller works on this one; the re-reads'
+  // sources come from the same `open`, and do the same.
+  const ahead = source.readAsync !== undefined;
+  const extra = ahead ? 1 : 0;
   // Re-reads (two-pass tensors) happen one tensor at a time: one ring serves them all.
-  const rereadRing = buffers?.();
+  const rereadRing = buffers?.(extra);
   const sources = new Map<TensorPlan, SlabSource>();
   const sourceOf = (plan: TensorPlan): SlabSource => {
     let s = sources.get(plan);
     if (s === undefined) {
       // Each re-read opens its own handle, on its first pull, and closes it at the end.
-      s = { slabs: () => chunkStream([plan], randomAccessReader(open), sourceOf, rereadRing) as ReadableStream<Slab> };
+      const slabs = () => chunkStream([plan], randomAccessReader(open), sourceOf, rereadRing, ahead);
+      s = { slabs: slabs as () => ReadableStream<Slab> };
       sources.set(plan, s);
     }
     return s;
   };
-  return { header, chunks: chunkStream(plans, randomAccessReader(open, source), sourceOf, buffers?.()) };
+  return { header, chunks: chunkStream(plans, randomAccessReader(open, source), sourceOf, buffers?.(extra), ahead) };
+}
+
+/** This thread's reads in flight (`readAsync`), each copying into a caller's buffer. */
+const readsInFlight = new Set<Promise<unknown>>();
+
+/**
+ * Settles once every read in flight in this thread has: only then may the
+ * buffers of a job whose chunk stream is closed (`reuseBuffers`) serve
+ * another job.
+ */
+export async function readsSettled(): Promise<void> {
+  await Promise.allSettled(readsInFlight);
 }
 
 /**
  * A reader over a byte source opened on first use, or already open (closed
  * like one it opened, also when the stream is cancelled before any read).
+ * Reads go through `readAsync` where the source has it; closing waits for
+ * the read in flight.
  */
 function randomAccessReader(open: () => ByteSource, opened?: ByteSource): PieceReader {
   let source: ByteSource | undefined = opened;
   let closed = false;
-  const close = () => {
+  let reading: Promise<unknown> = Promise.resolve();
+  const checked = (n: number, position: number, into: Uint8Array, entry: SafetensorsEntry) => {
+    if (n < into.length) {
+      throw new FormatError(
+        `Cannot read tensor "${entry.name}": data ends at byte ${position + n}, header says ${entry.end}`,
+      );
+    }
+  };
+  const close = async () => {
     closed = true;
+    await reading.catch(() => {});
     source?.close();
   };
   return {
     fill(position, into, entry) {
       if (closed) throw new Error(`Cannot read tensor "${entry.name}": the source is closed`);
       source ??= open();
-      const n = source.read(position, into);
-      if (n < into.length) {
-        throw new FormatError(
-          `Cannot read tensor "${entry.name}": data ends at byte ${position + n}, header says ${entry.end}`,
-        );
-      }
+      if (source.readAsync === undefined) return checked(source.read(position, into), position, into, entry);
+      const read = source.readAsync(position, into).then((n) => checked(n, position, into, entry));
+      const settled = () => readsInFlight.delete(read);
+      readsInFlight.add(read);
+      read.then(settled, settled);
+      reading = read;
+      return read;
     },
     finish: close,
     close,
@@ -211,7 +247,7 @@ function randomAccessReader(open: () => ByteSource, opened?: ByteSource): PieceR
 async function openSequential(
   input: ReadableStream<Uint8Array>,
   slabBytes: number,
-  buffers: (() => BufferRing) | undefined,
+  buffers: Rings | undefined,
 ): Promise<SafetensorsModel> {
   const bytes = new SequentialBytes(input.getReader());
   let header: SafetensorsHeader;
@@ -249,7 +285,7 @@ async function openSequential(
     },
     close: (reason) => bytes.cancel(reason),
   };
-  return { header, chunks: chunkStream(planTensors(header, slabBytes), reader, undefined, buffers?.()) };
+  return { header, chunks: chunkStream(planTensors(header, slabBytes), reader, undefined, buffers?.(0), false) };
 }
 
 /** Sequential reads out of a byte stream whose chunks may be cut anywhere. */
@@ -362,33 +398,36 @@ function chunkStream(
   reader: PieceReader,
   sourceOf: ((plan: TensorPlan) => SlabSource) | undefined,
   ring: BufferRing | undefined,
+  readAhead: boolean,
 ): ReadableStream<Slab | RawChunk> {
-  let t = 0;
-  let offset = 0;
-  // Whether tensor t has had a chunk: a tensor of no elements gets one, empty, so that it is not lost downstream.
-  let started = false;
+  const pieces = piecesOf(plans);
+  /** Reads the next chunk into its memory: a fresh buffer the chunk owns, or the ring's next one. */
+  const readNext = async (): Promise<Slab | RawChunk | undefined> => {
+    const next = pieces.next();
+    if (next.done) return undefined;
+    const { plan, offset, length } = next.value;
+    // Read straight into the chunk's memory, no second copy.
+    const bytes = length === 0 ? new Uint8Array(0) : ring ? ring.take(length) : new Uint8Array(length);
+    if (length > 0) await reader.fill(plan.entry.begin + offset, bytes, plan.entry);
+    return makeChunk(plan, offset, bytes, sourceOf);
+  };
+  // The chunk being read ahead; its failure is the failure of the pull that asks for it.
+  let ahead: Promise<Slab | RawChunk | undefined> | undefined;
   return new ReadableStream<Slab | RawChunk>({
     async pull(controller) {
       try {
-        while (t < plans.length && started && offset >= plans[t].byteLength) {
-          t++;
-          offset = 0;
-          started = false;
-        }
-        if (t === plans.length) {
+        const chunk = await (ahead ?? readNext());
+        ahead = undefined;
+        if (chunk === undefined) {
           await reader.finish();
           controller.close();
           return;
         }
-        const plan = plans[t];
-        const length = Math.min(plan.pieceBytes, plan.byteLength - offset);
-        // Read straight into the chunk's memory, no second copy: a fresh buffer
-        // the chunk owns, or the ring's next one when the caller asked for reuse.
-        const bytes = length === 0 ? new Uint8Array(0) : ring ? ring.take(length) : new Uint8Array(length);
-        if (length > 0) await reader.fill(plan.entry.begin + offset, bytes, plan.entry);
-        controller.enqueue(makeChunk(plan, offset, bytes, sourceOf));
-        started = true;
-        offset += length;
+        if (readAhead) {
+          ahead = readNext();
+          ahead.catch(() => {}); // handled when pulled, or dropped with the stream
+        }
+        controller.enqueue(chunk);
       } catch (e) {
         await reader.close(e);
         throw e;
@@ -398,6 +437,21 @@ function chunkStream(
       return reader.close(reason);
     },
   }, { highWaterMark: 0 });
+}
+
+/**
+ * Where each chunk of each tensor lies, in file order: a tensor of no
+ * elements gets one chunk, empty, so that it is not lost downstream.
+ */
+function* piecesOf(plans: readonly TensorPlan[]): Generator<{ plan: TensorPlan; offset: number; length: number }> {
+  for (const plan of plans) {
+    let offset = 0;
+    do {
+      const length = Math.min(plan.pieceBytes, plan.byteLength - offset);
+      yield { plan, offset, length };
+      offset += length;
+    } while (offset < plan.byteLength);
+  }
 }
 
 function makeChunk(
