@@ -30,7 +30,8 @@ export class BlockQuantizer {
   readonly info: QuantizedTensorInfo;
   /** The layout quantized: the tensor's, or a slab's rows. */
   readonly layout: BlockLayout;
-  readonly #range: BlockRange;
+  /** Made on first use: the one-pass kernel (`observeAndQuantize`) keeps its ranges in its own memory. */
+  #range: BlockRange | undefined;
   #params: Params | undefined;
 
   /**
@@ -40,7 +41,6 @@ export class BlockQuantizer {
   constructor(info: QuantizedTensorInfo, shape: readonly number[] = info.shape) {
     this.info = info;
     this.layout = new BlockLayout(shape, info.blockSizes);
-    this.#range = new BlockRange(this.layout);
   }
 
   /**
@@ -52,7 +52,7 @@ export class BlockQuantizer {
    * @throws {NonFiniteError} On NaN or an infinity, naming its position.
    */
   observe(values: Float32Array, offset: number, tensorOffset = 0): void {
-    const bad = this.#range.observe(values, offset);
+    const bad = (this.#range ??= new BlockRange(this.layout)).observe(values, offset);
     if (bad >= 0) {
       const flat = tensorOffset + offset + bad;
       const index = unravel(flat, this.info.shape);
@@ -65,14 +65,19 @@ export class BlockQuantizer {
     const { info } = this;
     const range = quantRange(info.dtype, info.mode);
     const arithmetic = info.sourceDType === "float16" ? "float16" : "float32";
-    const p = computeBlockParams(this.#range.mins, this.#range.maxs, info.mode, range, arithmetic, info.name);
+    const { mins, maxs } = this.#range ??= new BlockRange(this.layout);
+    const p = computeBlockParams(mins, maxs, info.mode, range, arithmetic, info.name);
     this.#setParams(p, range, arithmetic);
   }
 
   #setParams(p: BlockParams, range: QuantRange, arithmetic: ArithmeticType): void {
+    // A loop, not `p.scale.map(...)`, which allocated a number object per block (measured in Deno): this runs for
+    // every slab of a file job.
+    const inverseScale = new Float64Array(p.scale.length);
+    for (let k = 0; k < inverseScale.length; k++) inverseScale[k] = 1 / p.scale[k];
     this.#params = {
       kernel: {
-        inverseScale: p.scale.map((s) => 1 / s),
+        inverseScale,
         zeroPoint: p.zeroPoint,
         qmin: range.qmin,
         qmax: range.qmax,
