@@ -10,12 +10,15 @@
  * bun bench/file_job_runs.ts /dev/shm/b1g.safetensors
  * ```
  *
- * Output: per run, its time and each tensor's milliseconds (page faults in
- * parentheses), then `RESULT {json}` lines.
+ * Output: per run, its time, the growth of the JavaScript heap over it per
+ * MiB of input, and each tensor's milliseconds (page faults in parentheses),
+ * then `RESULT {json}` lines. The heap's growth is what the job allocated
+ * when no collection ran: give Deno a young generation that holds a whole
+ * run, `--v8-flags=--min-semi-space-size=128,--max-semi-space-size=128`.
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
@@ -47,6 +50,7 @@ for (let run = 0; run < Number(values.runs); run++) {
   const start = performance.now();
   let at = start, faults = minorFaults();
   const startFaults = faults;
+  const startHeap = process.memoryUsage().heapUsed;
   await quantizeFile(input, output, {
     workers: 0,
     onTensor: () => {
@@ -56,10 +60,11 @@ for (let run = 0; run < Number(values.runs); run++) {
     },
   });
   const ms = performance.now() - start;
+  const heapKiBPerMiB = (process.memoryUsage().heapUsed - startHeap) / 1024 / (statSync(input).size / 2 ** 20);
   console.log(
-    `${runtime} run ${run}: ${ms.toFixed(0)} ms, ${minorFaults() - startFaults} page faults; per tensor ms (faults): ${
-      tensors.map((t) => `${t.ms.toFixed(0)} (${t.faults})`).join(" ")
-    }`,
+    `${runtime} run ${run}: ${ms.toFixed(0)} ms, ${minorFaults() - startFaults} page faults, heap +${
+      heapKiBPerMiB.toFixed(1)
+    } KiB per MiB; per tensor ms (faults): ${tensors.map((t) => `${t.ms.toFixed(0)} (${t.faults})`).join(" ")}`,
   );
-  console.log(`RESULT ${JSON.stringify({ bench: "file_job_runs", runtime, run, ms, tensors })}`);
+  console.log(`RESULT ${JSON.stringify({ bench: "file_job_runs", runtime, run, ms, heapKiBPerMiB, tensors })}`);
 }
