@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, rmSync, statSync } from "node:fs";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { quantizeFile } from "../streams/quantize_pipeline.ts";
@@ -33,6 +33,11 @@ if (positionals.length !== 1) {
   process.exit(2);
 }
 const [input] = positionals;
+const runs = Number(values.runs);
+if (!Number.isInteger(runs) || runs < 1) {
+  console.error(`--runs expects a positive integer, got "${values.runs}"`);
+  process.exit(2);
+}
 const output = values.out ?? input.replace(/\.safetensors$/, "") + ".runs.safetensors";
 const runtime = "Bun" in globalThis ? "bun" : "deno";
 
@@ -45,7 +50,7 @@ function minorFaults(): number {
   }
 }
 
-for (let run = 0; run < Number(values.runs); run++) {
+for (let run = 0; run < runs; run++) {
   const tensors: { ms: number; faults: number }[] = [];
   const start = performance.now();
   let at = start, faults = minorFaults();
@@ -68,3 +73,4 @@ for (let run = 0; run < Number(values.runs); run++) {
   );
   console.log(`RESULT ${JSON.stringify({ bench: "file_job_runs", runtime, run, ms, heapKiBPerMiB, tensors })}`);
 }
+rmSync(output, { force: true });

@@ -1,6 +1,7 @@
 /**
  * Random-access byte sources: a file or a buffer read at any position,
- * synchronously, into a buffer the caller owns.
+ * synchronously, into a buffer the caller owns (and, where that pays, off
+ * this thread: `readAsync`).
  *
  * Reading a file with `fs.readSync` into a caller's buffer runs at 10+ GB/s
  * from page cache, where the runtimes' own Web `ReadableStream` over a file
@@ -12,15 +13,16 @@
 import { closeSync, fstatSync, openSync, read, readSync } from "node:fs";
 
 /**
- * Whether a file source offers `readAsync`: where `fs.read` copies the bytes
- * on another thread, and that pays. In Deno it does: with a slab read ahead
- * while this thread quantizes the one before, the CLI's one-thread 1 GiB job
- * took 0.82x the time (median of 8 alternating pairs; warm, in a process that
- * had run it before, 0.65-0.9x). In Bun the same CLI job took 1.07-1.12x
- * (warm, 0.86-0.90x), and a CLI job is a first run: its file sources stay
- * synchronous (bench/RESULTS.md, Addendum 10).
+ * Whether a file source offers `readAsync` (`fs.read`, which copies on
+ * another thread), for the caller to read the next slab while it quantizes
+ * this one. In Deno that pays, though not always: over eight alternating
+ * runs of the CLI's one-thread 1 GiB job it took 0.68-1.15x the time (median
+ * ratio 0.82; medians of the times 0.541 against 0.569 s), and in the
+ * quietest minutes nothing (0.438 against 0.435 s, best of 3). In Bun the same
+ * job took 1.07-1.12x: its file sources stay synchronous (bench/RESULTS.md,
+ * Addendum 10).
  */
-const READS_OFF_THREAD = "Deno" in globalThis;
+const READ_AHEAD_PAYS = "Deno" in globalThis;
 
 /** Bytes that can be read at any position. */
 export interface ByteSource {
@@ -92,7 +94,7 @@ export function openFileSource(path: string): ByteSource {
       }
       return done;
     },
-    readAsync: READS_OFF_THREAD
+    readAsync: READ_AHEAD_PAYS
       ? async (position: number, into: Uint8Array): Promise<number> => {
         let done = 0;
         while (done < into.length) {

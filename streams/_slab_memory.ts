@@ -5,7 +5,7 @@
  */
 import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { wasmKernels } from "../src/wasm_kernels.ts";
-import { readsSettled } from "./safetensors_source.ts";
+import { readsSettled } from "./_reads_in_flight.ts";
 
 /**
  * Memory for the slab rings of jobs whose consumer is done with each chunk
@@ -53,18 +53,19 @@ export class SlabMemory {
       next++;
       return buffer.subarray(0, byteLength);
     };
+    const allocate = lease?.allocate ?? reuse;
     try {
-      return await work(lease?.allocate ?? reuse);
+      return await work(allocate);
     } catch (e) {
       // A failed job's stages stop asynchronously: a cancel travels up the pipes, and each stage finishes the
       // step it is in, writing into these buffers. Those steps are promise reactions, all run before the next
-      // macrotask (measured, bench/RESULTS.md Addendum 6); only then may another job have the buffers.
+      // macrotask (measured, bench/RESULTS.md Addendum 6), but for a read ahead, which lands later: waited for
+      // below. Only then may another job have the buffers.
       await new Promise((resolve) => setTimeout(resolve, 0));
       throw e;
     } finally {
-      // A read ahead may still be copying into a buffer on another thread (its stream, cancelled or not, starts
-      // no new one by now).
-      await readsSettled();
+      // A read ahead may still be copying into one of the buffers, on another thread.
+      await readsSettled(allocate);
       lease?.release();
     }
   }

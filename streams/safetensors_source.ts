@@ -15,6 +15,7 @@ import {
   safetensorsHeaderSize,
 } from "../src/safetensors_header.ts";
 import type { RawChunk, Slab, SlabSource, TensorInfo } from "../src/types.ts";
+import { trackRead } from "./_reads_in_flight.ts";
 
 /** Options of {@linkcode readSafetensors}. */
 export interface ReadSafetensorsOptions {
@@ -28,7 +29,7 @@ export interface ReadSafetensorsOptions {
   /**
    * Read into a ring of reused buffers instead of fresh memory per chunk (much
    * faster: fresh pages are expensive). A chunk's memory is then overwritten
-   * once `ringSlots - 1` further chunks have been read: only
+   * once `ringSlots - 1` further chunks have been handed out: only
    * for consumers that are done with each chunk (or copy it) by then, as
    * `quantizeFile` is.
    * A function instead of `true` says where the buffers' memory comes from.
@@ -54,9 +55,11 @@ export interface SafetensorsModel {
   /**
    * The tensors' data in file order: {@linkcode Slab}s for F32, F16 and BF16
    * tensors (`kind: "slab"`), {@linkcode RawChunk}s for every other dtype.
-   * Tensors with no elements yield nothing. Each chunk owns its memory.
-   * Pull-based: one chunk is read per read request. Read it to the end or
-   * cancel it, which closes the file or cancels the input stream.
+   * A tensor with no elements yields one empty chunk. Each chunk owns its
+   * memory, unless `reuseBuffers` says otherwise. Pull-based: one chunk is
+   * read per read request (and, from a source that reads off this thread,
+   * the next one meanwhile). Read it to the end or cancel it, which closes
+   * the file or cancels the input stream.
    */
   readonly chunks: ReadableStream<Slab | RawChunk>;
 }
@@ -79,6 +82,8 @@ interface TensorPlan {
 
 /** Where chunk bytes come from: random access (file, buffer) or one sequential stream. */
 interface PieceReader {
+  /** Whether the next chunk is to be read while the caller works on this one: the reads happen off this thread. */
+  readonly readsAhead: boolean;
   /** Fills `into` with the bytes at absolute `position`, or throws a FormatError naming `entry`. */
   fill(position: number, into: Uint8Array, entry: SafetensorsEntry): Promise<void> | void;
   /** Called after the last tensor: checks nothing follows, then releases the input. */
@@ -134,17 +139,20 @@ export async function readSafetensors(
   const buffers = reuseBuffers
     ? (extra: number) => new BufferRing(ringSlots + extra, allocatorOf(reuseBuffers))
     : undefined;
+  // Reads ahead copy into ring buffers on another thread: counted by their memory, which a job's next job may have
+  // only once they are done (_slab_memory.ts).
+  const reads = typeof reuseBuffers === "function" ? reuseBuffers : undefined;
   if (typeof input === "string") {
-    return openRandomAccess(() => openFileSource(input), slabBytes, buffers);
+    return openRandomAccess(() => openFileSource(input), slabBytes, buffers, reads);
   }
   if (input instanceof Uint8Array) {
-    return openRandomAccess(() => memorySource(input), slabBytes, buffers);
+    return openRandomAccess(() => memorySource(input), slabBytes, buffers, reads);
   }
   if (input instanceof ReadableStream) {
     return await openSequential(input, slabBytes, buffers);
   }
   if (typeof input === "function") {
-    return openRandomAccess(input, slabBytes, buffers);
+    return openRandomAccess(input, slabBytes, buffers, reads);
   }
   throw new TypeError(
     "readSafetensors expects a path, a Uint8Array, a ReadableStream<Uint8Array> or a function returning a ByteSource",
@@ -158,6 +166,7 @@ function openRandomAccess(
   open: () => ByteSource,
   slabBytes: number,
   buffers: Rings | undefined,
+  reads: Allocate | undefined,
 ): SafetensorsModel {
   const source = open();
   let header: SafetensorsHeader;
@@ -175,8 +184,8 @@ function openRandomAccess(
   const plans = planTensors(header, slabBytes);
   // A source that reads off this thread has the next chunk read while the caller works on this one; the re-reads'
   // sources come from the same `open`, and do the same.
-  const ahead = source.readAsync !== undefined;
-  const extra = ahead ? 1 : 0;
+  const readsAhead = source.readAsync !== undefined;
+  const extra = readsAhead ? 1 : 0;
   // Re-reads (two-pass tensors) happen one tensor at a time: one ring serves them all.
   const rereadRing = buffers?.(extra);
   const sources = new Map<TensorPlan, SlabSource>();
@@ -184,38 +193,37 @@ function openRandomAccess(
     let s = sources.get(plan);
     if (s === undefined) {
       // Each re-read opens its own handle, on its first pull, and closes it at the end.
-      const slabs = () => chunkStream([plan], randomAccessReader(open), sourceOf, rereadRing, ahead);
+      const slabs = () => chunkStream([plan], randomAccessReader(open, readsAhead, reads), sourceOf, rereadRing);
       s = { slabs: slabs as () => ReadableStream<Slab> };
       sources.set(plan, s);
     }
     return s;
   };
-  return { header, chunks: chunkStream(plans, randomAccessReader(open, source), sourceOf, buffers?.(extra), ahead) };
-}
-
-/** This thread's reads in flight (`readAsync`), each copying into a caller's buffer. */
-const readsInFlight = new Set<Promise<unknown>>();
-
-/**
- * Settles once every read in flight in this thread has: only then may the
- * buffers of a job whose chunk stream is closed (`reuseBuffers`) serve
- * another job.
- */
-export async function readsSettled(): Promise<void> {
-  await Promise.allSettled(readsInFlight);
+  const reader = randomAccessReader(open, readsAhead, reads, source);
+  return { header, chunks: chunkStream(plans, reader, sourceOf, buffers?.(extra)) };
 }
 
 /**
  * A reader over a byte source opened on first use, or already open (closed
  * like one it opened, also when the stream is cancelled before any read).
- * Reads go through `readAsync` where the source has it; closing waits for
- * the read in flight.
+ * Reads go through `readAsync` when reading ahead; closing waits for the read
+ * in flight.
+ *
+ * @param open Opens the source.
+ * @param readsAhead Whether to read through `readAsync` (where the source has it).
+ * @param reads Where the buffers read into come from, when they are reused: reads ahead are counted against it.
+ * @param opened The source, already open.
  */
-function randomAccessReader(open: () => ByteSource, opened?: ByteSource): PieceReader {
+function randomAccessReader(
+  open: () => ByteSource,
+  readsAhead: boolean,
+  reads: Allocate | undefined,
+  opened?: ByteSource,
+): PieceReader {
   let source: ByteSource | undefined = opened;
   let closed = false;
   let reading: Promise<unknown> = Promise.resolve();
-  const checked = (n: number, position: number, into: Uint8Array, entry: SafetensorsEntry) => {
+  const expectFull = (n: number, position: number, into: Uint8Array, entry: SafetensorsEntry) => {
     if (n < into.length) {
       throw new FormatError(
         `Cannot read tensor "${entry.name}": data ends at byte ${position + n}, header says ${entry.end}`,
@@ -228,14 +236,13 @@ function randomAccessReader(open: () => ByteSource, opened?: ByteSource): PieceR
     source?.close();
   };
   return {
+    readsAhead,
     fill(position, into, entry) {
       if (closed) throw new Error(`Cannot read tensor "${entry.name}": the source is closed`);
       source ??= open();
-      if (source.readAsync === undefined) return checked(source.read(position, into), position, into, entry);
-      const read = source.readAsync(position, into).then((n) => checked(n, position, into, entry));
-      const settled = () => readsInFlight.delete(read);
-      readsInFlight.add(read);
-      read.then(settled, settled);
+      if (!readsAhead || !source.readAsync) return expectFull(source.read(position, into), position, into, entry);
+      const read = source.readAsync(position, into).then((n) => expectFull(n, position, into, entry));
+      if (reads) trackRead(reads, read);
       reading = read;
       return read;
     },
@@ -264,6 +271,7 @@ async function openSequential(
     throw e;
   }
   const reader: PieceReader = {
+    readsAhead: false,
     async fill(position, into, entry) {
       // Gaps between tensors are allowed by the header check: skip them.
       if (bytes.position < position) await bytes.skip(position - bytes.position);
@@ -285,7 +293,7 @@ async function openSequential(
     },
     close: (reason) => bytes.cancel(reason),
   };
-  return { header, chunks: chunkStream(planTensors(header, slabBytes), reader, undefined, buffers?.(0), false) };
+  return { header, chunks: chunkStream(planTensors(header, slabBytes), reader, undefined, buffers?.(0)) };
 }
 
 /** Sequential reads out of a byte stream whose chunks may be cut anywhere. */
@@ -398,7 +406,6 @@ function chunkStream(
   reader: PieceReader,
   sourceOf: ((plan: TensorPlan) => SlabSource) | undefined,
   ring: BufferRing | undefined,
-  readAhead: boolean,
 ): ReadableStream<Slab | RawChunk> {
   const pieces = piecesOf(plans);
   /** Reads the next chunk into its memory: a fresh buffer the chunk owns, or the ring's next one. */
@@ -423,7 +430,7 @@ function chunkStream(
           controller.close();
           return;
         }
-        if (readAhead) {
+        if (reader.readsAhead) {
           ahead = readNext();
           ahead.catch(() => {}); // handled when pulled, or dropped with the stream
         }

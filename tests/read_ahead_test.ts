@@ -12,7 +12,7 @@ import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { startFileJob } from "../streams/_file_job.ts";
 import { SlabMemory } from "../streams/_slab_memory.ts";
 import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
-import { readSafetensors, readsSettled } from "../streams/safetensors_source.ts";
+import { readSafetensors } from "../streams/safetensors_source.ts";
 import { bytesOf, checkpoint } from "./_checkpoint.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "quantflow-read-ahead-"));
@@ -37,13 +37,14 @@ interface Traced {
 }
 
 /**
- * A memory source with a `readAsync` that copies on a later macrotask, as a
- * read on another thread lands while this one works.
+ * A memory source with a `readAsync` that copies `delayMs` later, as a read
+ * on another thread lands while this one works.
  *
  * @param bytes The file.
  * @param hook Called with each read's position before it copies: it may throw, or shorten the read.
+ * @param delayMs How long a read takes.
  */
-function slowSource(bytes: Uint8Array, hook: (position: number) => number | void = () => {}): Traced {
+function slowSource(bytes: Uint8Array, hook: (position: number) => number | void = () => {}, delayMs = 1): Traced {
   const traced: Traced = { open, reads: [], closedWhileReading: false };
   function open(): ByteSource {
     const source = memorySource(bytes);
@@ -54,7 +55,7 @@ function slowSource(bytes: Uint8Array, hook: (position: number) => number | void
         traced.reads.push(position);
         inFlight++;
         try {
-          await new Promise((resolve) => setTimeout(resolve, 1));
+          await new Promise((resolve) => setTimeout(resolve, delayMs));
           const short = hook(position);
           return source.read(position, short === undefined ? into : into.subarray(0, short));
         } finally {
@@ -160,6 +161,8 @@ test("a job that fails with a read in flight writes nothing into its buffers onc
   const slab = 2048;
   const memory = new SlabMemory(slab);
   const model = tinyGpt2({ layers: 2, hidden: 64 });
+  const path = join(dir, "failing.safetensors");
+  writeFileSync(path, model);
   const failingAfter = (k: number) => {
     let n = 0;
     return new WritableStream<Uint8Array>({
@@ -168,27 +171,53 @@ test("a job that fails with a read in flight writes nothing into its buffers onc
       },
     });
   };
-  for (const config of [{}, { granularity: "per_tensor" as const }]) {
-    for (const k of [0, 3, 10]) {
-      const source = slowSource(model);
-      await assert.rejects(
-        memory.run(async (reuseBuffers) => {
-          const job = await quantizeSafetensors(source.open, { config, slabBytes: slab, reuseBuffers });
-          await job.output.pipeTo(failingAfter(k));
-        }),
-        /disk full/,
-      );
-      // The next job's buffers (the whole lease, when the kernels lend one), marked, then watched.
-      const changed = await memory.run(async (allocate) => {
-        const view = allocate(4 * PIPELINE_RING_SLOTS * (slab + 512) - 512);
-        view.fill(0xa5);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        return view.filter((b) => b !== 0xa5).length;
-      });
-      assert.equal(changed, 0, `${JSON.stringify(config)}, sink failing after ${k} chunks`);
-      assert.ok(source.reads.length > 0);
+  // Reads slower than a macrotask (the failure reaches the chunk stream only after several), and the file itself.
+  const inputs = [() => slowSource(model, undefined, 5).open, () => path];
+  for (const input of inputs) {
+    for (const config of [{}, { granularity: "per_tensor" as const }]) {
+      for (const k of [0, 3, 10]) {
+        await assert.rejects(
+          memory.run(async (reuseBuffers) => {
+            const job = await quantizeSafetensors(input(), { config, slabBytes: slab, reuseBuffers });
+            await job.output.pipeTo(failingAfter(k));
+          }),
+          /disk full/,
+        );
+        // The next job's buffers (the whole lease, when the kernels lend one), marked, then watched.
+        const changed = await memory.run(async (allocate) => {
+          const view = allocate((4 * PIPELINE_RING_SLOTS + 4) * (slab + 512) - 512);
+          view.fill(0xa5);
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          return view.filter((b) => b !== 0xa5).length;
+        });
+        const what = `${typeof input() === "string" ? "file" : "slow source"} ${JSON.stringify(config)}`;
+        assert.equal(changed, 0, `${what}, sink failing after ${k} chunks`);
+      }
     }
   }
+});
+
+test("a re-read reads ahead too, into one more buffer of its ring", async () => {
+  const source = slowSource(FILE);
+  const { chunks } = await readSafetensors(source.open, { slabBytes: 16, reuseBuffers: true, ringSlots: 2 });
+  const main = chunks.getReader();
+  const first = (await main.read()).value as Slab;
+  const readsBefore = source.reads.length;
+  const reader = first.source!.slabs().getReader();
+  const buffers: ArrayBufferLike[] = [];
+  let previous: { data: Float32Array; copy: number[] } | undefined;
+  for (let k = 0; k < 8; k++) {
+    const data = (await reader.read()).value!.data as Float32Array;
+    assert.deepEqual([...data], [...rows.subarray(4 * k, 4 * k + 4)], `chunk ${k}`);
+    if (previous) assert.deepEqual([...previous.data], previous.copy, `chunk ${k - 1}, held`);
+    previous = { data, copy: [...data] };
+    buffers.push(data.buffer);
+  }
+  // The re-read's 8 chunks, each through readAsync (the main stream's read ahead was asked for before).
+  assert.equal(source.reads.length - readsBefore, 8);
+  await reader.cancel();
+  await main.cancel();
+  assert.equal(new Set(buffers).size, 3, "2 slots and one for the chunk read ahead");
 });
 
 test("a file job reading ahead writes the bytes and report of one that does not", async () => {
@@ -226,7 +255,6 @@ test("file sources read asynchronously in Deno, where that pays, and read the by
       assert.equal(await source.readAsync(position, viaAsync), source.read(position, viaSync), `at ${position}`);
       assert.deepEqual(viaAsync, viaSync, `at ${position}`);
     }
-    await readsSettled();
   } finally {
     source.close();
   }

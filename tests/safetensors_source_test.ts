@@ -6,7 +6,8 @@ import { join } from "node:path";
 import { FormatError } from "../src/errors.ts";
 import { encodeSafetensorsHeader } from "../src/safetensors_header.ts";
 import type { RawChunk, Slab } from "../src/types.ts";
-import { readSafetensors, readsSettled } from "../streams/safetensors_source.ts";
+import { readSafetensors } from "../streams/safetensors_source.ts";
+import { readsSettled } from "../streams/_reads_in_flight.ts";
 
 interface Fixture {
   name: string;
@@ -273,11 +274,13 @@ test("readSafetensors closes the file when chunks are read to the end or cancell
     if (before !== undefined) assert.equal(openFds(), before);
 
     // A re-read opens its own handle lazily and closes it on cancel too.
-    const slab = (await collect((await readSafetensors(path, { slabBytes: 24 })).chunks))[0] as Slab;
+    const buffers = (n: number) => new Uint8Array(n);
+    const all = (await readSafetensors(path, { slabBytes: 24, reuseBuffers: buffers })).chunks;
+    const slab = (await collect(all))[0] as Slab;
     const again = slab.source!.slabs().getReader();
     await again.read();
-    // Counted once the read ahead is done: Deno holds a second descriptor while an async read is in flight.
-    await readsSettled();
+    // Counted once any read ahead is done: Deno holds a second descriptor while an async read is in flight.
+    await readsSettled(buffers);
     if (before !== undefined) assert.equal(openFds(), before + 1);
     await again.cancel();
     if (before !== undefined) assert.equal(openFds(), before);
