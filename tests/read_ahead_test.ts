@@ -8,12 +8,10 @@ import { resolveConfig } from "../src/config.ts";
 import { tinyGpt2 } from "../src/demo_model.ts";
 import { FormatError } from "../src/errors.ts";
 import type { RawChunk, Slab } from "../src/types.ts";
-import { PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { startFileJob } from "../streams/_file_job.ts";
-import { SlabMemory } from "../streams/_slab_memory.ts";
-import { quantizeSafetensors } from "../streams/quantize_pipeline.ts";
 import { readSafetensors } from "../streams/safetensors_source.ts";
 import { bytesOf, checkpoint } from "./_checkpoint.ts";
+import { failedJobsLeaveNextJobAlone } from "./_failed_jobs.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "quantflow-read-ahead-"));
 process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
@@ -156,40 +154,6 @@ test("a stream cancelled with a read in flight closes its source once the read i
     assert.equal(source.closedWhileReading, false, `failing read: ${fails}`);
   }
 });
-
-/**
- * Fails jobs on `input` with a sink failing after k chunks, each followed by a job that marks its buffers (the whole
- * lease, when the kernels lend one) and watches them: nothing may write into them once it has them.
- */
-async function failedJobsLeaveNextJobAlone(input: () => string | (() => ByteSource), slab: number): Promise<void> {
-  const memory = new SlabMemory(slab);
-  const failingAfter = (k: number) => {
-    let n = 0;
-    return new WritableStream<Uint8Array>({
-      write() {
-        if (++n > k) throw new Error("disk full");
-      },
-    });
-  };
-  for (const config of [{}, { granularity: "per_tensor" as const }]) {
-    for (const k of [0, 3, 8]) {
-      await assert.rejects(
-        memory.run(async (reuseBuffers) => {
-          const job = await quantizeSafetensors(input(), { config, slabBytes: slab, reuseBuffers });
-          await job.output.pipeTo(failingAfter(k));
-        }),
-        /disk full/,
-      );
-      const changed = await memory.run(async (allocate) => {
-        const view = allocate((4 * PIPELINE_RING_SLOTS + 4) * (slab + 512) - 512);
-        view.fill(0xa5);
-        await new Promise((resolve) => setTimeout(resolve, 30));
-        return view.filter((b) => b !== 0xa5).length;
-      });
-      assert.equal(changed, 0, `${JSON.stringify(config)}, sink failing after ${k} chunks`);
-    }
-  }
-}
 
 test("a job that fails with a read in flight writes nothing into its buffers once the next job has them", async () => {
   // Reads slower than a macrotask: the failure reaches the chunk stream only after several.
