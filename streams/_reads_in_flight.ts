@@ -9,6 +9,7 @@
 import type { Allocate } from "../src/buffer_ring.ts";
 
 const inFlight = new WeakMap<Allocate, Set<Promise<unknown>>>();
+const retired = new WeakSet<Allocate>();
 
 /**
  * Counts a read as in flight into buffers from `allocate` until it settles.
@@ -25,18 +26,34 @@ export function trackRead(allocate: Allocate, read: Promise<unknown>): void {
 }
 
 /**
- * Settles once no read into buffers from `allocate` is in flight, a macrotask
- * after the last one settled. A failed job's chunk stream learns of the
- * failure only once the cancel has travelled up the pipes; until then, a pull
- * waiting for a read starts the next one as that read lands. Each round waits
- * for such a read too, until a macrotask passes with none started.
+ * Ends the reads into buffers from `allocate`: from now on a read into them
+ * is refused ({@linkcode isRetired}), so that once the reads in flight have
+ * settled nothing writes into them. A failed job's chunk stream learns of the
+ * failure only when the cancel has travelled up the pipes, and may meanwhile
+ * start the next read as the one it waited for lands.
  *
  * @param allocate Where the job's buffers came from.
  */
+export function retire(allocate: Allocate): void {
+  retired.add(allocate);
+}
+
+/**
+ * Whether reads into buffers from `allocate` are refused.
+ *
+ * @param allocate Where the buffers came from.
+ */
+export function isRetired(allocate: Allocate): boolean {
+  return retired.has(allocate);
+}
+
+/**
+ * Settles once no read into buffers from `allocate` is in flight.
+ *
+ * @param allocate Where the buffers came from; {@linkcode retire} it first, or reads may start after this settles.
+ */
 export async function readsSettled(allocate: Allocate): Promise<void> {
-  const reads = inFlight.get(allocate);
-  while (reads?.size) {
+  for (let reads = inFlight.get(allocate); reads?.size; reads = inFlight.get(allocate)) {
     await Promise.allSettled(reads);
-    await new Promise((resolve) => setTimeout(resolve, 0));
   }
 }

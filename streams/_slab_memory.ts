@@ -5,7 +5,7 @@
  */
 import { type Allocate, PIPELINE_RING_SLOTS } from "../src/buffer_ring.ts";
 import { wasmKernels } from "../src/wasm_kernels.ts";
-import { readsSettled } from "./_reads_in_flight.ts";
+import { readsSettled, retire } from "./_reads_in_flight.ts";
 
 /**
  * Memory for the slab rings of jobs whose consumer is done with each chunk
@@ -59,12 +59,13 @@ export class SlabMemory {
     } catch (e) {
       // A failed job's stages stop asynchronously: a cancel travels up the pipes, and each stage finishes the
       // step it is in, writing into these buffers. Those steps are promise reactions, all run before the next
-      // macrotask (measured, bench/RESULTS.md Addendum 6), but for a read ahead, which lands later: waited for
-      // below. Only then may another job have the buffers.
+      // macrotask (measured, bench/RESULTS.md Addendum 6), but for a read ahead, which lands later: refused or
+      // waited for below. Only then may another job have the buffers.
       await new Promise((resolve) => setTimeout(resolve, 0));
       throw e;
     } finally {
-      // A read ahead may still be copying into one of the buffers, on another thread.
+      // A read ahead may still be copying into one of the buffers, on another thread; none may start now.
+      retire(allocate);
       await readsSettled(allocate);
       lease?.release();
     }

@@ -15,7 +15,7 @@ import {
   safetensorsHeaderSize,
 } from "../src/safetensors_header.ts";
 import type { RawChunk, Slab, SlabSource, TensorInfo } from "../src/types.ts";
-import { trackRead } from "./_reads_in_flight.ts";
+import { isRetired, trackRead } from "./_reads_in_flight.ts";
 
 /** Options of {@linkcode readSafetensors}. */
 export interface ReadSafetensorsOptions {
@@ -32,7 +32,10 @@ export interface ReadSafetensorsOptions {
    * once `ringSlots - 1` further chunks have been handed out: only
    * for consumers that are done with each chunk (or copy it) by then, as
    * `quantizeFile` is.
-   * A function instead of `true` says where the buffers' memory comes from.
+   * A function instead of `true` says where the buffers' memory comes from;
+   * to lend that memory to something else after a failure, cancel `chunks`
+   * first and wait for the cancel: a source that reads ahead may be copying
+   * into a buffer until then.
    * @default {false}
    */
   reuseBuffers?: boolean | Allocate;
@@ -140,7 +143,7 @@ export async function readSafetensors(
     ? (extra: number) => new BufferRing(ringSlots + extra, allocatorOf(reuseBuffers))
     : undefined;
   // Reads ahead copy into ring buffers on another thread: counted by their memory, which a job's next job may have
-  // only once they are done (_slab_memory.ts).
+  // only once they are done and no more may start (_slab_memory.ts).
   const reads = typeof reuseBuffers === "function" ? reuseBuffers : undefined;
   if (typeof input === "string") {
     return openRandomAccess(() => openFileSource(input), slabBytes, buffers, reads);
@@ -239,6 +242,8 @@ function randomAccessReader(
     readsAhead,
     fill(position, into, entry) {
       if (closed) throw new Error(`Cannot read tensor "${entry.name}": the source is closed`);
+      // The job these buffers were lent to has ended (failed): another may have them.
+      if (reads && isRetired(reads)) throw new Error(`Cannot read tensor "${entry.name}": the job has ended`);
       source ??= open();
       if (!readsAhead || !source.readAsync) return expectFull(source.read(position, into), position, into, entry);
       const read = source.readAsync(position, into).then((n) => expectFull(n, position, into, entry));

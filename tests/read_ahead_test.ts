@@ -10,6 +10,7 @@ import { FormatError } from "../src/errors.ts";
 import type { RawChunk, Slab } from "../src/types.ts";
 import { startFileJob } from "../streams/_file_job.ts";
 import { readSafetensors } from "../streams/safetensors_source.ts";
+import { isRetired, readsSettled, retire, trackRead } from "../streams/_reads_in_flight.ts";
 import { bytesOf, checkpoint } from "./_checkpoint.ts";
 import { failedJobsLeaveNextJobAlone } from "./_failed_jobs.ts";
 
@@ -234,4 +235,37 @@ test("file sources read asynchronously in Deno, where that pays, and read the by
     source.close();
   }
   await assert.rejects(source.readAsync!(0, new Uint8Array(4)), /the file source is closed/);
+});
+
+test("readsSettled waits for every read into an allocator's buffers, also those tracked meanwhile or failing", async () => {
+  const allocate = (n: number) => new Uint8Array(n);
+  const other = (n: number) => new Uint8Array(n);
+  const settled: string[] = [];
+  const read = (name: string, ms: number, fails = false) =>
+    new Promise<void>((resolve, reject) =>
+      setTimeout(() => {
+        settled.push(name);
+        if (fails) reject(new Error(name));
+        else resolve();
+      }, ms)
+    );
+  await readsSettled(allocate); // none yet
+  trackRead(allocate, read("a", 5));
+  trackRead(allocate, read("b", 10, true));
+  trackRead(other, read("elsewhere", 60));
+  // A read that starts as the first lands, as a pull waiting for it would.
+  setTimeout(() => trackRead(allocate, read("c", 15)), 5);
+  await readsSettled(allocate);
+  assert.deepEqual(settled, ["a", "b", "c"]);
+});
+
+test("once its job has ended, a stream reads nothing more into the job's buffers", async () => {
+  const allocate = (n: number) => new Uint8Array(n);
+  const { chunks } = await readSafetensors(slowSource(FILE).open, { slabBytes: 16, reuseBuffers: allocate });
+  const reader = chunks.getReader();
+  await reader.read(); // the second chunk is being read ahead: it lands, the third is refused
+  retire(allocate);
+  assert.ok(isRetired(allocate));
+  await reader.read();
+  await assert.rejects(reader.read(), /Cannot read tensor "w": the job has ended/);
 });
