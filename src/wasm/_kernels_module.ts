@@ -7,6 +7,33 @@
  */
 import { KERNELS_WASM_BASE64 } from "./_kernels_wasm.ts";
 
+/** The leading parameters of `quantize_contig` and `quantize_contig_err`: runs of contiguous blocks. */
+type ContigRuns = [
+  inp: number,
+  out: number,
+  n: number,
+  first: number,
+  run: number,
+  sp: number,
+  bp: number,
+  lo: number,
+  hi: number,
+];
+
+/** The leading parameters of `observe_quantize` and `observe_quantize_err`: blocks observed and quantized. */
+type ObservedBlocks = [
+  inp: number,
+  out: number,
+  nb: number,
+  run: number,
+  sym: number,
+  qmin: number,
+  qmax: number,
+  fzp: number,
+  sp: number,
+  bp: number,
+];
+
 /** The exports of an instance of the kernels module. */
 export interface KernelExports {
   memory: WebAssembly.Memory;
@@ -22,57 +49,10 @@ export interface KernelExports {
     acc: number,
   ): void;
   quantize_run(inp: number, out: number, n: number, s: number, b: number, lo: number, hi: number, f16: number): number;
-  quantize_contig(
-    inp: number,
-    out: number,
-    n: number,
-    first: number,
-    run: number,
-    sp: number,
-    bp: number,
-    lo: number,
-    hi: number,
-    f16: number,
-  ): number;
-  quantize_contig_err(
-    inp: number,
-    out: number,
-    n: number,
-    first: number,
-    run: number,
-    sp: number,
-    bp: number,
-    lo: number,
-    hi: number,
-    acc: number,
-  ): number;
-  observe_quantize_err(
-    inp: number,
-    out: number,
-    nb: number,
-    run: number,
-    sym: number,
-    qmin: number,
-    qmax: number,
-    fzp: number,
-    sp: number,
-    bp: number,
-    acc: number,
-    zr: number,
-  ): number;
-  observe_quantize(
-    inp: number,
-    out: number,
-    nb: number,
-    run: number,
-    sym: number,
-    qmin: number,
-    qmax: number,
-    fzp: number,
-    sp: number,
-    bp: number,
-    zr: number,
-  ): number;
+  quantize_contig(...args: [...ContigRuns, f16: number]): number;
+  quantize_contig_err(...args: [...ContigRuns, acc: number]): number;
+  observe_quantize_err(...args: [...ObservedBlocks, acc: number, zr: number]): number;
+  observe_quantize(...args: [...ObservedBlocks, zr: number]): number;
   error_rows(
     inp: number,
     q: number,
