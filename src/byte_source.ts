@@ -3,24 +3,24 @@
  * synchronously, into a buffer the caller owns (and, where that pays, off
  * this thread: `readAsync`).
  *
- * Reading a file with `fs.readSync` into a caller's buffer runs at 10+ GB/s
+ * Reading a file synchronously into a caller's buffer runs at 10+ GB/s
  * from page cache, where the runtimes' own Web `ReadableStream` over a file
  * manages 0.4-1 GB/s (PITFALLS.md 14); streams in quantflow are therefore
  * built as pull-based `ReadableStream`s over a `ByteSource`.
  *
  * @module
  */
-import { closeSync, fstatSync, openSync, read, readSync } from "node:fs";
+import { type OpenFile, openFile } from "./_file_io.ts";
 
 /**
- * Whether a file source offers `readAsync` (`fs.read`, which copies on
- * another thread), for the caller to read the next slab while it quantizes
- * this one. In Deno that pays, though not always: over eight alternating
- * runs of the CLI's one-thread 1 GiB job it took 0.68-1.15x the time (median
- * ratio 0.82; medians of the times 0.541 against 0.569 s), and in the
- * quietest minutes nothing (0.438 against 0.435 s, best of 3). In Bun the same
- * job took 1.07-1.12x: its file sources stay synchronous (bench/RESULTS.md,
- * Addendum 10).
+ * Whether a file source offers `readAsync` (Deno's `FsFile.read`, which copies
+ * on another thread), for the caller to read the next slab while it quantizes
+ * this one. In Deno that pays, though not always: with `fs.read`, over eight
+ * alternating runs of the CLI's one-thread 1 GiB job it took 0.68-1.15x the
+ * time (median ratio 0.82), and in the quietest minutes nothing (0.438 against
+ * 0.435 s, best of 3); with `FsFile.read`, six alternating runs took
+ * 0.74-0.92x (median 0.86). In Bun the same job took 1.07-1.12x: its file
+ * sources stay synchronous (bench/RESULTS.md, Addenda 10 and 11).
  */
 const READ_AHEAD_PAYS = "Deno" in globalThis;
 
@@ -49,8 +49,8 @@ export interface ByteSource {
 }
 
 /**
- * Opens a file for random-access reads through `node:fs` (portable across
- * Deno, Bun and Node).
+ * Opens a file for random-access reads, on the runtime's own file API
+ * (`Deno.FsFile` in Deno, `node:fs` in Bun and Node).
  *
  * @example
  * ```ts
@@ -73,22 +73,25 @@ export interface ByteSource {
  * @throws {Error} When the file cannot be opened (the runtime's `ENOENT`, `EACCES`, ...).
  */
 export function openFileSource(path: string): ByteSource {
-  let fd: number | undefined = openSync(path, "r");
+  let file: OpenFile | undefined = openFile(path, "read");
   let size: number;
   try {
-    size = fstatSync(fd).size;
+    size = file.size();
   } catch (e) {
-    closeSync(fd);
+    file.close();
     throw e;
   }
+  const open = () => {
+    if (file === undefined) throw new Error(`Cannot read "${path}": the file source is closed`);
+    return file;
+  };
   return {
     size,
     read(position: number, into: Uint8Array): number {
-      if (fd === undefined) throw new Error(`Cannot read "${path}": the file source is closed`);
       let done = 0;
-      // readSync may return less than asked (large reads, pipes): loop until full or EOF.
+      // A read may return less than asked (large reads, pipes): loop until full or EOF.
       while (done < into.length) {
-        const n = readSync(fd, into, done, into.length - done, position + done);
+        const n = open().readAt(done ? into.subarray(done) : into, position + done);
         if (n === 0) break;
         done += n;
       }
@@ -98,8 +101,7 @@ export function openFileSource(path: string): ByteSource {
       ? async (position: number, into: Uint8Array): Promise<number> => {
         let done = 0;
         while (done < into.length) {
-          if (fd === undefined) throw new Error(`Cannot read "${path}": the file source is closed`);
-          const n = await readAt(fd, into.subarray(done), position + done);
+          const n = await open().readAtAsync(done ? into.subarray(done) : into, position + done);
           if (n === 0) break;
           done += n;
         }
@@ -107,19 +109,10 @@ export function openFileSource(path: string): ByteSource {
       }
       : undefined,
     close(): void {
-      if (fd === undefined) return;
-      const f = fd;
-      fd = undefined;
-      closeSync(f);
+      file?.close();
+      file = undefined;
     },
   };
-}
-
-/** `fs.read` of all of `into` at `position`, as a promise of the bytes read. */
-function readAt(fd: number, into: Uint8Array, position: number): Promise<number> {
-  return new Promise((resolve, reject) =>
-    read(fd, into, 0, into.length, position, (error, n) => error ? reject(error) : resolve(n))
-  );
 }
 
 /**

@@ -8,10 +8,10 @@
  *
  * @module
  */
-import { mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import process from "node:process";
 import { parseArgs } from "node:util";
+import { fileSize, makeDirectory, readTextFile, writeWholeFile } from "./_file_io.ts";
+import { commandArgs, setExitCode } from "./_process.ts";
 import { ConfigError, Float16OverflowError, FormatError, NonFiniteError } from "./errors.ts";
 import { parseConfig, type QuantizeConfig } from "./config.ts";
 import { GPT2_CONFIG, tinyGpt2 } from "./demo_model.ts";
@@ -21,11 +21,6 @@ import { quantizeFile } from "../streams/quantize_pipeline.ts";
 import { dequantizeFile } from "../streams/dequantize_pipeline.ts";
 import { formatCheckpoint, inspectFile } from "../streams/inspect.ts";
 import { isShardIndexPath } from "./shard_index.ts";
-import {
-  dequantizeShardedCheckpoint,
-  quantizeShardedCheckpoint,
-  readShardedCheckpoint,
-} from "../streams/sharded_checkpoint.ts";
 import { setWasmKernelsEnabled } from "./wasm_kernels.ts";
 
 const USAGE = `quantflow: linear quantization of safetensors checkpoints (Core ML Tools numbers)
@@ -94,7 +89,7 @@ function configFrom(values: Record<string, string | boolean | undefined>): Quant
   let file: { global?: object; tensors?: object } = {};
   if (typeof values.config === "string") {
     try {
-      file = JSON.parse(readFileSync(values.config, "utf8"));
+      file = JSON.parse(readTextFile(values.config));
     } catch (cause) {
       throw new FormatError(`Cannot read config ${values.config}: ${(cause as Error).message}`);
     }
@@ -128,6 +123,9 @@ function joinNegativeValues(args: readonly string[]): string[] {
   }
   return out;
 }
+
+/** The sharded checkpoints' jobs, loaded for a sharded input only: their `node:fs` would slow every start in Deno. */
+const shardedJobs = () => import("../streams/sharded_checkpoint.ts");
 
 function oneInput(positionals: string[], command: string): string {
   if (positionals.length !== 1) throw new UsageError(`${command} takes one input file, got ${positionals.length}`);
@@ -163,14 +161,14 @@ const PARALLEL_MIN_BYTES = 1024 * 1024 * 1024;
  * Workers for a job when `--workers` is not given: for a safetensors output (tensors split between threads;
  * .arrows output would split slabs, which measured slower), one per further core, at most 2.
  */
-function defaultWorkers(input: string, output: string): number {
+async function defaultWorkers(input: string, output: string): Promise<number> {
   if (output.endsWith(".arrows")) return 0;
   let size = 0;
   try {
     // A sharded checkpoint is quantized a shard at a time: its largest shard decides.
     size = isShardIndexPath(input)
-      ? Math.max(...readShardedCheckpoint(input).headers.map((h) => h.dataEnd))
-      : statSync(input).size;
+      ? Math.max(...(await shardedJobs()).readShardedCheckpoint(input).headers.map((h) => h.dataEnd))
+      : fileSize(input);
   } catch { /* the job reports a bad input */ }
   return size >= PARALLEL_MIN_BYTES ? Math.max(0, Math.min(2, (navigator.hardwareConcurrency ?? 1) - 1)) : 0;
 }
@@ -185,10 +183,10 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
   const bar = new ProgressBar("quantizing");
   let inputBytes = 0;
   const started = performance.now();
-  const workers = nonNegative("workers", integer("workers", values.workers)) ?? defaultWorkers(input, output);
+  const workers = nonNegative("workers", integer("workers", values.workers)) ?? await defaultWorkers(input, output);
   // Printed after the progress bar is done with the terminal's line.
   const warnings: string[] = [];
-  const report = await (sharded ? quantizeShardedCheckpoint : quantizeFile)(input, output, {
+  const report = await (sharded ? (await shardedJobs()).quantizeShardedCheckpoint : quantizeFile)(input, output, {
     config,
     slabBytes: integer("slab-bytes", values["slab-bytes"]),
     workers,
@@ -214,7 +212,7 @@ async function quantize(args: string[], out = console.log): Promise<ModelReport>
       `note: ${omitted.length} tensors not written (${omitted[0].omitted}): ${omitted.map((t) => t.name).join(", ")}`,
     );
   }
-  if (values.report) writeFileSync(values.report, JSON.stringify(report, null, 2) + "\n");
+  if (values.report) writeWholeFile(values.report, JSON.stringify(report, null, 2) + "\n");
   return report;
 }
 
@@ -227,12 +225,12 @@ function rate(bytesPerSecond: number): string {
 
 async function demo(): Promise<void> {
   const dir = join(".out", "demo");
-  mkdirSync(dir, { recursive: true });
+  makeDirectory(dir);
   const input = join(dir, "tiny-gpt2.safetensors");
   const output = join(dir, "tiny-gpt2.int8.safetensors");
   const configPath = join(dir, "gpt2_config.json");
-  writeFileSync(input, tinyGpt2());
-  writeFileSync(configPath, JSON.stringify(GPT2_CONFIG, null, 2) + "\n");
+  writeWholeFile(input, tinyGpt2());
+  writeWholeFile(configPath, JSON.stringify(GPT2_CONFIG, null, 2) + "\n");
   console.log(`Generated ${input}: a tiny GPT-2 (2 blocks, hidden 128) in float32.`);
   console.log(`Config ${configPath}: Conv1D weights [in, out] use axis -1.\n`);
   await quantize([input, "-o", output, "--config", configPath]);
@@ -272,7 +270,8 @@ export async function main(args: string[]): Promise<number> {
         });
         const input = oneInput(positionals, "dequantize");
         const output = requireOutput(values, "dequantize");
-        const count = await (isSharded(input, output) ? dequantizeShardedCheckpoint : dequantizeFile)(input, output);
+        const job = isSharded(input, output) ? (await shardedJobs()).dequantizeShardedCheckpoint : dequantizeFile;
+        const count = await job(input, output);
         console.log(`Dequantized ${count} tensors into ${output}`);
         return 0;
       }
@@ -284,7 +283,7 @@ export async function main(args: string[]): Promise<number> {
         });
         const input = oneInput(positionals, "inspect");
         if (isShardIndexPath(input)) {
-          const { index, directory } = readShardedCheckpoint(input);
+          const { index, directory } = (await shardedJobs()).readShardedCheckpoint(input);
           const shards = [];
           for (const file of index.shards) shards.push({ file, ...await inspectFile(join(directory, file)) });
           console.log(
@@ -334,4 +333,4 @@ export async function main(args: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) process.exitCode = await main(process.argv.slice(2));
+if (import.meta.main) setExitCode(await main(commandArgs()));

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import process from "node:process";
+import { standardError } from "./_process.ts";
 
 /** Where the bar is drawn. */
 export interface ProgressOutput {
@@ -30,7 +30,7 @@ export class ProgressBar {
    * @param label Text before the bar.
    * @param out Where to draw; nothing is drawn unless it is a terminal.
    */
-  constructor(label: string, out: ProgressOutput = process.stderr) {
+  constructor(label: string, out: ProgressOutput = standardError()) {
     this.#label = label;
     this.#out = out;
   }

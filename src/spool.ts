@@ -5,9 +5,7 @@
  *
  * @module
  */
-import { closeSync, openSync, unlinkSync, writeSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { createTemporaryFile, type OpenFile, removeFile, writeFully } from "./_file_io.ts";
 import { openFileSource } from "./byte_source.ts";
 import { FormatError } from "./errors.ts";
 import type { Slab, SlabSource, TensorInfo } from "./types.ts";
@@ -42,7 +40,7 @@ interface SpooledSlab {
  */
 export class SlabSpool {
   #path: string | undefined;
-  #fd: number | undefined;
+  #file: OpenFile | undefined;
   #size = 0;
   #slabs: SpooledSlab[] = [];
   #disposed = false;
@@ -67,18 +65,13 @@ export class SlabSpool {
    */
   append(slab: Slab): void {
     if (this.#disposed) throw new Error("Cannot append to a disposed SlabSpool");
-    if (this.#fd === undefined) {
-      this.#path = join(tmpdir(), `quantflow-spool-${crypto.randomUUID()}.bin`);
-      // "wx": never reuse or clobber an existing file.
-      this.#fd = openSync(this.#path, "wx", 0o600);
+    if (this.#file === undefined) {
+      ({ path: this.#path, file: this.#file } = createTemporaryFile("quantflow-spool-", ".bin"));
     }
     const { data } = slab;
     const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     try {
-      let done = 0;
-      while (done < bytes.length) {
-        done += writeSync(this.#fd, bytes, done, bytes.length - done, this.#size + done);
-      }
+      writeFully(this.#file, bytes, this.#size);
     } catch (e) {
       this.dispose();
       throw e;
@@ -155,15 +148,15 @@ export class SlabSpool {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    if (this.#fd !== undefined) {
+    if (this.#file !== undefined) {
       try {
-        closeSync(this.#fd);
+        this.#file.close();
       } catch { /* already closed: nothing to release */ }
-      this.#fd = undefined;
+      this.#file = undefined;
     }
     if (this.#path !== undefined) {
       try {
-        unlinkSync(this.#path);
+        removeFile(this.#path);
       } catch { /* already removed */ }
     }
   }

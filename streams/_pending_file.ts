@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { type OpenFile, openFile, removeFile, renameFile, writeFully } from "../src/_file_io.ts";
 
 /** A file being written under `path + ".<random>.tmp"`, until {@linkcode PendingFile.commit}. */
 export class PendingFile {
@@ -12,7 +12,8 @@ export class PendingFile {
   readonly path: string;
   /** The name it has while being written; other threads may open it to write their parts. */
   readonly temp: string;
-  #fd: number | undefined;
+  #file: OpenFile | undefined;
+  #end = 0;
 
   /**
    * Creates the temporary file at once, so that a missing directory or a
@@ -25,7 +26,7 @@ export class PendingFile {
     this.path = path;
     this.temp = `${path}.${crypto.randomUUID().slice(0, 8)}.tmp`;
     try {
-      this.#fd = openSync(this.temp, "wx", 0o644);
+      this.#file = openFile(this.temp, "create");
     } catch (cause) {
       // The runtime's message names the temporary file: lead with the path the caller gave, keep the code.
       const { code } = cause as { code?: string };
@@ -33,21 +34,22 @@ export class PendingFile {
     }
   }
 
-  /** The open file descriptor. */
-  get fd(): number {
-    if (this.#fd === undefined) throw new Error(`"${this.temp}" is no longer open`);
-    return this.#fd;
+  /** The open file. */
+  get #open(): OpenFile {
+    if (this.#file === undefined) throw new Error(`"${this.temp}" is no longer open`);
+    return this.#file;
   }
 
   /**
    * Writes all of `bytes`; on failure the file is discarded.
    *
    * @param bytes The bytes.
-   * @param position Where, or `null` for the current end of sequential writes.
+   * @param position Where; by default right after the furthest byte written so far.
    */
-  write(bytes: Uint8Array, position: number | null = null): void {
+  write(bytes: Uint8Array, position = this.#end): void {
     try {
-      writeFully(this.fd, bytes, position);
+      writeFully(this.#open, bytes, position);
+      this.#end = Math.max(this.#end, position + bytes.length);
     } catch (e) {
       this.discard();
       throw e;
@@ -62,10 +64,10 @@ export class PendingFile {
    */
   commit(fsync: boolean): void {
     try {
-      if (fsync) fsyncSync(this.fd);
-      closeSync(this.fd);
-      this.#fd = undefined;
-      renameSync(this.temp, this.path);
+      if (fsync) this.#open.sync();
+      this.#open.close();
+      this.#file = undefined;
+      renameFile(this.temp, this.path);
     } catch (e) {
       this.discard();
       throw e;
@@ -74,29 +76,15 @@ export class PendingFile {
 
   /** Closes and removes the temporary file. Idempotent; never throws. */
   discard(): void {
-    if (this.#fd !== undefined) {
+    if (this.#file !== undefined) {
       try {
-        closeSync(this.#fd);
+        this.#file.close();
       } catch { /* already closed */ }
-      this.#fd = undefined;
+      this.#file = undefined;
     }
     try {
-      unlinkSync(this.temp);
+      removeFile(this.temp);
     } catch { /* never created, or already removed */ }
-  }
-}
-
-/**
- * Writes all of `bytes` to a file descriptor (`writeSync` may write less than asked).
- *
- * @param fd The file.
- * @param bytes The bytes.
- * @param position Where, or `null` for the current position.
- */
-export function writeFully(fd: number, bytes: Uint8Array, position: number | null = null): void {
-  let done = 0;
-  while (done < bytes.length) {
-    done += writeSync(fd, bytes, done, bytes.length - done, position === null ? null : position + done);
   }
 }
 

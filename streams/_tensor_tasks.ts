@@ -6,12 +6,11 @@
  *
  * @module
  */
-import { closeSync, openSync } from "node:fs";
 import { type ByteSource, openFileSource } from "../src/byte_source.ts";
+import { type OpenFile, openFile, writeFully } from "../src/_file_io.ts";
 import type { QuantizeConfig } from "../src/quantize_config.ts";
 import type { TensorReport } from "../src/report.ts";
 import { encodeSafetensorsHeader, type SafetensorsEntry } from "../src/safetensors_header.ts";
-import { writeFully } from "./_pending_file.ts";
 import { SlabMemory } from "./_slab_memory.ts";
 import { startFileJob } from "./_file_job.ts";
 import { FILE_JOB_RING_SLOTS } from "../src/buffer_ring.ts";
@@ -124,10 +123,10 @@ export async function runTensorTasks(
   const { tasks, slabBytes, config, errorStats } = job;
   let k = 0;
   const next = indices ? () => indices[k++] : () => shared.claim(tasks.length);
-  let output: number | undefined;
+  let output: OpenFile | undefined;
   try {
     // The temporary output exists: the main thread created it and wrote its header.
-    const fd = output = openSync(job.outputPath, "r+");
+    const file = output = openFile(job.outputPath, "update");
     const memory = new SlabMemory(slabBytes, FILE_JOB_RING_SLOTS);
     for (let index = next(); index !== undefined; index = next()) {
       const task = tasks[index];
@@ -145,7 +144,7 @@ export async function runTensorTasks(
               done = bytes;
             },
           });
-          const sink = tensorDataSink(fd, task);
+          const sink = tensorDataSink(file, task);
           for await (const piece of quantized.bytes) sink.write(piece);
           sink.close();
           onTensor(index, quantized.report().tensors);
@@ -159,7 +158,7 @@ export async function runTensorTasks(
     if (error instanceof TaskFailure) shared.stop();
     throw error;
   } finally {
-    if (output !== undefined) closeSync(output);
+    output?.close();
   }
 }
 
@@ -203,11 +202,11 @@ function tensorWindow(path: string, entries: readonly SafetensorsEntry[]): ByteS
  * output file: its header (an 8-byte length, then that many bytes) is
  * skipped; the data must be exactly the task's `outputBytes`.
  *
- * @param fd The output file.
+ * @param file The output file.
  * @param task The task.
  * @returns The sink.
  */
-function tensorDataSink(fd: number, task: TensorTask): { write(chunk: Uint8Array): void; close(): void } {
+function tensorDataSink(file: OpenFile, task: TensorTask): { write(chunk: Uint8Array): void; close(): void } {
   const prefix = new Uint8Array(8);
   let prefixBytes = 0;
   let skip = -1; // header bytes still to skip, once the prefix is read
@@ -229,7 +228,7 @@ function tensorDataSink(fd: number, task: TensorTask): { write(chunk: Uint8Array
       if (k === chunk.length) return;
       const data = chunk.subarray(k);
       if (written + data.length > task.outputBytes) throw overflow(written + data.length);
-      writeFully(fd, data, task.outputStart + written);
+      writeFully(file, data, task.outputStart + written);
       written += data.length;
     },
     close() {

@@ -317,7 +317,12 @@ describe("quantizeFile with workers", () => {
   });
 
   test("a missing output directory fails at once", async () => {
-    await assert.rejects(quantizeFile(mixed, join(dir, "no-such-dir", "q.safetensors"), { workers: 2 }), /ENOENT/);
+    const output = join(dir, "no-such-dir", "q.safetensors");
+    await assert.rejects(quantizeFile(mixed, output, { workers: 2 }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, "ENOENT");
+      assert.ok(e.message.startsWith(`Cannot write "${output}": `), e.message);
+      return true;
+    });
     assert.equal(existsSync(join(dir, "no-such-dir")), false);
   });
 });
