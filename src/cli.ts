@@ -8,8 +8,7 @@
  *
  * @module
  */
-import { join } from "node:path";
-import { parseArgs } from "node:util";
+import { FlagError, parseFlags } from "./_flags.ts";
 import { fileSize, makeDirectory, readTextFile, writeWholeFile } from "./_file_io.ts";
 import { commandArgs, setExitCode } from "./_process.ts";
 import { ConfigError, Float16OverflowError, FormatError, NonFiniteError } from "./errors.ts";
@@ -114,7 +113,7 @@ function configFrom(values: Record<string, string | boolean | undefined>): Quant
   }
 }
 
-/** `--axis -1` as `--axis=-1`: parseArgs would take "-1" for an option of its own. */
+/** `--axis -1` as `--axis=-1` for `calibrate` and `serve`, whose `parseArgs` would take "-1" for an option. */
 function joinNegativeValues(args: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -174,7 +173,7 @@ async function defaultWorkers(input: string, output: string): Promise<number> {
 }
 
 async function quantize(args: string[], out = console.log): Promise<ModelReport> {
-  const { values, positionals } = parseArgs({ args, options: QUANTIZE_FLAGS, allowPositionals: true });
+  const { values, positionals } = parseFlags(args, QUANTIZE_FLAGS);
   const input = oneInput(positionals, "quantize");
   const output = requireOutput(values, "quantize");
   const sharded = isSharded(input, output);
@@ -224,11 +223,11 @@ function rate(bytesPerSecond: number): string {
 }
 
 async function demo(): Promise<void> {
-  const dir = join(".out", "demo");
+  const dir = ".out/demo";
   makeDirectory(dir);
-  const input = join(dir, "tiny-gpt2.safetensors");
-  const output = join(dir, "tiny-gpt2.int8.safetensors");
-  const configPath = join(dir, "gpt2_config.json");
+  const input = `${dir}/tiny-gpt2.safetensors`;
+  const output = `${dir}/tiny-gpt2.int8.safetensors`;
+  const configPath = `${dir}/gpt2_config.json`;
   writeWholeFile(input, tinyGpt2());
   writeWholeFile(configPath, JSON.stringify(GPT2_CONFIG, null, 2) + "\n");
   console.log(`Generated ${input}: a tiny GPT-2 (2 blocks, hidden 128) in float32.`);
@@ -263,11 +262,7 @@ export async function main(args: string[]): Promise<number> {
         await quantize(rest);
         return 0;
       case "dequantize": {
-        const { values, positionals } = parseArgs({
-          args: rest,
-          options: { output: { type: "string", short: "o" } },
-          allowPositionals: true,
-        });
+        const { values, positionals } = parseFlags(rest, { output: { type: "string", short: "o" } });
         const input = oneInput(positionals, "dequantize");
         const output = requireOutput(values, "dequantize");
         const job = isSharded(input, output) ? (await shardedJobs()).dequantizeShardedCheckpoint : dequantizeFile;
@@ -276,16 +271,12 @@ export async function main(args: string[]): Promise<number> {
         return 0;
       }
       case "inspect": {
-        const { values, positionals } = parseArgs({
-          args: rest,
-          options: { json: { type: "boolean" } },
-          allowPositionals: true,
-        });
+        const { values, positionals } = parseFlags(rest, { json: { type: "boolean" } });
         const input = oneInput(positionals, "inspect");
         if (isShardIndexPath(input)) {
           const { index, directory } = (await shardedJobs()).readShardedCheckpoint(input);
           const shards = [];
-          for (const file of index.shards) shards.push({ file, ...await inspectFile(join(directory, file)) });
+          for (const file of index.shards) shards.push({ file, ...await inspectFile(`${directory}/${file}`) });
           console.log(
             values.json
               ? JSON.stringify({ metadata: index.metadata, shards }, null, 2)
@@ -318,7 +309,7 @@ export async function main(args: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"`);
     }
   } catch (e) {
-    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith("ERR_PARSE_ARGS")) {
+    if (e instanceof UsageError || e instanceof FlagError) {
       console.error(`quantflow: ${(e as Error).message}\n\n${USAGE}`);
       return 2;
     }

@@ -652,17 +652,26 @@ describe("bad input leaves no output", () => {
     assert.deepEqual(readCheckpoint(readFileSync(output)).tensors["w.scale"].shape, [1, 48]);
   });
 
-  test("bad usage exits 2", async () => {
+  test("bad usage exits 2, saying what was wrong", async () => {
     const original = console.error;
-    console.error = () => {};
+    const printed: string[] = [];
+    console.error = (text: string) => printed.push(text.split("\n")[0]);
     try {
       assert.equal(await main(["quantize", "in.safetensors"]), 2);
       assert.equal(await main(["quantize", "a", "-o", "b", "--axis", "x"]), 2);
       assert.equal(await main(["quantize", "a", "-o", "b", "--dtype", "int3"]), 2);
       assert.equal(await main(["frobnicate"]), 2);
+      assert.equal(await main(["quantize", "a", "-o", "b", "--bogus"]), 2);
+      assert.equal(await main(["dequantize", "a", "-o"]), 2);
+      assert.equal(await main(["inspect", "a", "--json=yes"]), 2);
     } finally {
       console.error = original;
     }
+    assert.deepEqual(printed.slice(-3), [
+      "quantflow: unknown option --bogus",
+      "quantflow: -o needs a value",
+      'quantflow: --json takes no value, got "yes"',
+    ]);
   });
 
   test("--help after a command prints the usage and exits 0", async () => {

@@ -1,0 +1,75 @@
+/**
+ * Command-line flags for the CLI's commands: `--name value`, `--name=value`,
+ * `-o value`, booleans as `--name`, anything else positional, `--` ending
+ * the flags. Not `node:util`'s `parseArgs`: in Deno that import alone took
+ * ~20 ms of every command's start (bench/RESULTS.md, Addendum 11).
+ *
+ * @module
+ */
+
+/** A flag: a string value or a switch, with an optional one-letter form (`-o`). */
+export interface FlagSpec {
+  readonly type: "string" | "boolean";
+  readonly short?: string;
+}
+
+/** The values of the flags given: strings, or `true` for switches. */
+export type FlagValues<S extends Record<string, FlagSpec>> = {
+  -readonly [K in keyof S]?: S[K]["type"] extends "boolean" ? boolean : string;
+};
+
+/** A command line the flags do not allow: bad usage. */
+export class FlagError extends Error {
+  override name = "FlagError";
+}
+
+/**
+ * Parses a command's arguments.
+ *
+ * A string flag takes the next argument as its value unless that is a flag
+ * itself (`-1` is a value). A flag given twice keeps its last value.
+ *
+ * @param args The arguments after the command.
+ * @param spec The flags the command takes, by long name.
+ * @returns The flags' values and the positional arguments, in order.
+ * @throws {FlagError} For an unknown flag, a string flag without a value, or a switch given one.
+ */
+export function parseFlags<S extends Record<string, FlagSpec>>(
+  args: readonly string[],
+  spec: S,
+): { values: FlagValues<S>; positionals: string[] } {
+  const values: Record<string, string | boolean> = {};
+  const positionals: string[] = [];
+  const byShort = new Map(Object.entries(spec).flatMap(([name, f]) => f.short ? [[f.short, name]] : []));
+  const isFlag = (arg: string | undefined) => arg !== undefined && /^-(-.|[^-\d.])/.test(arg);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i];
+    if (arg === "--") {
+      positionals.push(...args.slice(i + 1));
+      break;
+    }
+    if (!isFlag(arg)) {
+      positionals.push(arg);
+      continue;
+    }
+    // --name, --name=value, -o, -ovalue
+    const long = arg.startsWith("--");
+    const eq = long ? arg.indexOf("=") : -1;
+    const name = long ? arg.slice(2, eq < 0 ? undefined : eq) : byShort.get(arg[1]);
+    const inline = long ? (eq < 0 ? undefined : arg.slice(eq + 1)) : (arg.length > 2 ? arg.slice(2) : undefined);
+    const flag = name === undefined || !Object.hasOwn(spec, name) ? undefined : spec[name];
+    if (!flag) throw new FlagError(`unknown option ${long ? arg.slice(0, eq < 0 ? undefined : eq) : arg.slice(0, 2)}`);
+    const shown = long ? `--${name}` : `-${arg[1]}`;
+    if (flag.type === "boolean") {
+      if (inline !== undefined) throw new FlagError(`${shown} takes no value, got "${inline}"`);
+      values[name!] = true;
+    } else if (inline !== undefined) {
+      values[name!] = inline;
+    } else if (i + 1 < args.length && !isFlag(args[i + 1])) {
+      values[name!] = args[++i];
+    } else {
+      throw new FlagError(`${shown} needs a value`);
+    }
+  }
+  return { values: values as FlagValues<S>, positionals };
+}
