@@ -57,7 +57,9 @@ export function tinyGpt2(options: TinyGpt2Options = {}): Uint8Array {
   const tensors: { spec: SafetensorsEntrySpec; data: Uint8Array }[] = [];
   const float = (name: string, shape: number[], make: (i: number) => number) => {
     const size = shape.reduce((a, b) => a * b, 1);
-    const values = Float32Array.from({ length: size }, (_, i) => make(i));
+    const values = new Float32Array(size);
+    // A loop, not `Float32Array.from` with a map function: that took ~85 ms of the demo's 0.37 s (Deno).
+    for (let i = 0; i < size; i++) values[i] = make(i);
     tensors.push({ spec: { name, dtype: "F32", shape, byteLength: size * 4 }, data: new Uint8Array(values.buffer) });
   };
   const weight = (std: number) => () => random() * std;
