@@ -36,11 +36,11 @@ export class BlockQuantizer {
 
   /**
    * @param info The tensor's recipe.
-   * @param shape Shape of the part quantized, when not the whole tensor (rows of a slab).
+   * @param part Shape of the part quantized, when not the whole tensor (rows of a slab), or its layout.
    */
-  constructor(info: QuantizedTensorInfo, shape: readonly number[] = info.shape) {
+  constructor(info: QuantizedTensorInfo, part: readonly number[] | BlockLayout = info.shape) {
     this.info = info;
-    this.layout = new BlockLayout(shape, info.blockSizes);
+    this.layout = part instanceof BlockLayout ? part : new BlockLayout(part, info.blockSizes);
   }
 
   /**

@@ -209,11 +209,20 @@ abstract class QuantizeJob implements TensorJob {
 export class OnePassJob extends QuantizeJob {
   readonly #rowLength: number;
   readonly #blocksPerRow: number;
+  #layout: BlockLayout | undefined;
 
   constructor(tensor: TensorInfo, info: QuantizedTensorInfo, memory: JobMemory, errors?: ErrorStats) {
     super(tensor, info, memory, errors);
     this.#rowLength = elementCount(info.shape.slice(1));
     this.#blocksPerRow = elementCount(info.scaleShape.slice(1));
+  }
+
+  /** The layout of a slab of `rows` rows, made once for all the slabs of that many (one each was ~0.8 KB). */
+  #layoutOf(rows: number): BlockLayout {
+    if (this.#layout?.shape[0] !== rows) {
+      this.#layout = new BlockLayout([rows, ...this.info.shape.slice(1)], this.info.blockSizes);
+    }
+    return this.#layout;
   }
 
   /** Checks and counts a slab; its rows. */
@@ -230,7 +239,7 @@ export class OnePassJob extends QuantizeJob {
 
   async *accept(slab: Slab): AsyncGenerator<QuantizedSlab> {
     const rows = this.#rows(slab);
-    const quantizer = new BlockQuantizer(this.info, [rows, ...this.info.shape.slice(1)]);
+    const quantizer = new BlockQuantizer(this.info, this.#layoutOf(rows));
     const values = this.values(slab);
     const quantize = (out?: Int8Array | Uint8Array) =>
       quantizer.observeAndQuantize(values, out, this.errors, slab.offset);
