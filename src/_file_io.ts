@@ -10,9 +10,12 @@
  */
 
 type NodeFs = typeof import("node:fs");
+type NodeOs = typeof import("node:os");
 
-/** `node:fs` and `node:os`, outside Deno. */
-const [nodeFs, nodeOs] = "Deno" in globalThis ? [] : await Promise.all([import("node:fs"), import("node:os")]);
+/** `node:fs` and `node:os`, outside Deno (synchronously: no top-level `await`, which `require` would refuse). */
+const [nodeFs, nodeOs] = "Deno" in globalThis
+  ? []
+  : [process.getBuiltinModule("node:fs") as NodeFs, process.getBuiltinModule("node:os") as NodeOs];
 
 /** An open file, read and written at positions given with each call. */
 export interface OpenFile {
@@ -111,8 +114,14 @@ export function removeFile(path: string): void {
 /** Creates an empty file of its own, readable and writable by its owner only, in the system's temporary directory. */
 export function createTemporaryFile(prefix: string, suffix: string): { path: string; file: OpenFile } {
   if (!nodeFs) {
+    // In $TMPDIR or /tmp (node:os's tmpdir() also reads $TMP and $TEMP), without asking for the env permission.
     const path = Deno.makeTempFileSync({ prefix, suffix });
-    return { path, file: openDenoFile(path, "update", 0o600) };
+    try {
+      return { path, file: openDenoFile(path, "update", 0o600) };
+    } catch (e) {
+      Deno.removeSync(path);
+      throw e;
+    }
   }
   const path = `${nodeOs!.tmpdir()}/${prefix}${crypto.randomUUID()}${suffix}`;
   return { path, file: openNodeFile(nodeFs, path, "create", 0o600) };
@@ -165,7 +174,8 @@ function openDenoFile(path: string, how: OpenHow, mode: number): OpenFile {
 const orZero = (n: number | null) => n ?? 0;
 
 /**
- * Asynchronous reads one after another, nothing else while one is in flight,
+ * Asynchronous reads one after another, nothing else while one is in flight
+ * (an error naming the file, rather than the runtime's own, or a wrong read),
  * and closing deferred until none is. Deno reads and writes at the file's
  * position, which an asynchronous read takes only once it runs; a closed file
  * would fail the read, or (a reused descriptor) give it another file's bytes.
@@ -177,25 +187,46 @@ function inOrder(path: string, raw: OpenFile): OpenFile {
     inFlight--;
   };
   const idle = () => {
-    if (inFlight) throw new Error(`"${path}": a read in flight must settle before the next synchronous read or write`);
+    if (inFlight) throw new Error(`"${path}": a read in flight must settle before anything else is done with the file`);
+  };
+  // The runtimes differ on the rest: Deno rounds 1.5 down, node:fs reads -1 at the file's own position.
+  const at = (position: number) => {
+    if (!Number.isSafeInteger(position) || position < 0) {
+      throw new RangeError(`"${path}": a position must be a non-negative integer, got ${position}`);
+    }
+    return position;
   };
   return {
-    size: raw.size,
+    size() {
+      idle();
+      return raw.size();
+    },
     readAt(into, position) {
       idle();
-      return raw.readAt(into, position);
+      return raw.readAt(into, at(position));
     },
     readAtAsync(into, position) {
-      // After the reads in flight, if any (a promise or two fewer per read otherwise: one runs per slab).
-      const read = inFlight++ ? reads.then(() => raw.readAtAsync(into, position)) : raw.readAtAsync(into, position);
+      inFlight++;
+      let read: Promise<number>;
+      try {
+        at(position);
+        // After the reads in flight, if any (a promise or two fewer per read otherwise: one runs per slab).
+        read = inFlight > 1 ? reads.then(() => raw.readAtAsync(into, position)) : raw.readAtAsync(into, position);
+      } catch (error) {
+        // In its turn, so that the next read still waits for those before.
+        read = reads.then(() => Promise.reject(error));
+      }
       reads = read.then(settled, settled);
       return read;
     },
     writeAt(bytes, position) {
       idle();
-      return raw.writeAt(bytes, position);
+      return raw.writeAt(bytes, at(position));
     },
-    sync: raw.sync,
+    sync() {
+      idle();
+      raw.sync();
+    },
     close() {
       if (!inFlight) return raw.close();
       // Nobody is left to hear of a failure to close then.

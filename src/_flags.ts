@@ -7,7 +7,7 @@
  * @module
  */
 
-/** A flag: a string value or a switch, with an optional one-letter form (`-o`). */
+/** A flag: a string value or a switch, with an optional one-letter form (`short: "o"` for `-o`). */
 export interface FlagSpec {
   readonly type: "string" | "boolean";
   readonly short?: string;
@@ -15,7 +15,7 @@ export interface FlagSpec {
 
 /** The values of the flags given: strings, or `true` for switches. */
 export type FlagValues<S extends Record<string, FlagSpec>> = {
-  -readonly [K in keyof S]?: S[K]["type"] extends "boolean" ? boolean : string;
+  -readonly [K in keyof S]?: { string: string; boolean: boolean }[S[K]["type"]];
 };
 
 /** A command line the flags do not allow: bad usage. */
@@ -27,7 +27,7 @@ export class FlagError extends Error {
  * Parses a command's arguments.
  *
  * A string flag takes the next argument as its value unless that is a flag
- * itself (`-1` is a value). A flag given twice keeps its last value.
+ * itself or `--` (`-1` is a value). A flag given twice keeps its last value.
  *
  * @param args The arguments after the command.
  * @param spec The flags the command takes, by long name.
@@ -65,7 +65,7 @@ export function parseFlags<S extends Record<string, FlagSpec>>(
       values[name!] = true;
     } else if (inline !== undefined) {
       values[name!] = inline;
-    } else if (i + 1 < args.length && !isFlag(args[i + 1])) {
+    } else if (i + 1 < args.length && !isFlag(args[i + 1]) && args[i + 1] !== "--") {
       values[name!] = args[++i];
     } else {
       throw new FlagError(`${shown} needs a value`);

@@ -6,7 +6,13 @@
  *
  * @module
  */
-import type { ProgressOutput } from "./progress_bar.ts";
+/** Standard error: text, and whether it is a terminal (a progress bar draws only there). */
+export interface StandardError {
+  /** Whether it is a terminal. */
+  readonly isTTY?: boolean;
+  /** Writes text. */
+  write(text: string): unknown;
+}
 
 const deno = (globalThis as { Deno?: typeof Deno }).Deno;
 
@@ -22,7 +28,7 @@ export function setExitCode(code: number): void {
 }
 
 /** Standard error. */
-export function standardError(): ProgressOutput {
+export function standardError(): StandardError {
   if (!deno) return process.stderr;
   const encoder = new TextEncoder();
   const stderr = deno.stderr;

@@ -36,7 +36,8 @@ export class BlockQuantizer {
 
   /**
    * @param info The tensor's recipe.
-   * @param part Shape of the part quantized, when not the whole tensor (rows of a slab), or its layout.
+   * @param part Shape of the part quantized, when not the whole tensor (rows of a slab), or its layout (made with
+   *   `info.blockSizes`: a slab's rows share one).
    */
   constructor(info: QuantizedTensorInfo, part: readonly number[] | BlockLayout = info.shape) {
     this.info = info;

@@ -41,7 +41,9 @@ export interface ByteSource {
   /**
    * As `read`, with the copy done off this thread, so that the caller can
    * work meanwhile: sources offer it where that is faster than `read`. Leave
-   * `into` alone, and the source open, until the promise settles.
+   * `into` alone, and the source open, until the promise settles, and call
+   * `read` only after that: a file source in Deno, which reads at the file's
+   * position, throws then. Reads of this kind happen in the order called.
    */
   readAsync?(position: number, into: Uint8Array): Promise<number>;
   /** Releases the underlying resource. Idempotent. */

@@ -248,7 +248,7 @@ function isSystemError(e: unknown): boolean {
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
-  const [command, ...rest] = joinNegativeValues(args);
+  const [command, ...rest] = args;
   // `calibrate` and `serve` print their own help; the other commands share the usage text.
   if (
     ["quantize", "dequantize", "inspect", "demo"].includes(command) && rest.some((a) => a === "--help" || a === "-h")
@@ -290,11 +290,11 @@ export async function main(args: string[]): Promise<number> {
       }
       case "calibrate": {
         const { calibrateCommand } = await import("./calibrate_command.ts");
-        return await calibrateCommand(rest);
+        return await calibrateCommand(joinNegativeValues(rest));
       }
       case "serve": {
         const { serveCommand } = await import("./http/serve_command.ts");
-        return await serveCommand(rest);
+        return await serveCommand(joinNegativeValues(rest));
       }
       case "demo":
         await demo();

@@ -83,6 +83,8 @@ describe("openFile", () => {
     const read = file.readAtAsync(into, 50);
     assert.throws(() => file.readAt(new Uint8Array(1), 0), /a read in flight must settle/);
     assert.throws(() => file.writeAt(new Uint8Array(1), 0), /a read in flight must settle/);
+    assert.throws(() => file.size(), /a read in flight must settle/);
+    assert.throws(() => file.sync(), /a read in flight must settle/);
     assert.equal(await read, 10);
     assert.deepEqual([...into], [50, 51, 52, 53, 54, 55, 56, 57, 58, 59]);
     assert.equal(file.readAt(new Uint8Array(1), 0), 1);
@@ -96,6 +98,26 @@ describe("openFile", () => {
     file.close();
     assert.equal(await read, 5);
     assert.deepEqual([...into], [20, 21, 22, 23, 24]);
+  });
+
+  test("a read at a bad position rejects, and leaves the file usable", async () => {
+    const file = openFile(fileOf(bytes(8)), "read");
+    for (const position of [-1, 1.5, NaN, 2 ** 53]) {
+      const message = new RegExp(`a position must be a non-negative integer, got ${position}`);
+      await assert.rejects(file.readAtAsync(new Uint8Array(2), position), { name: "RangeError", message });
+      assert.throws(() => file.readAt(new Uint8Array(2), position), message);
+      assert.throws(() => file.writeAt(new Uint8Array(2), position), message);
+    }
+    const into = new Uint8Array(2);
+    assert.equal(file.readAt(into, 3), 2);
+    assert.deepEqual([...into], [3, 4]);
+    // Between two reads, a bad one keeps them in order.
+    const [a, b] = [new Uint8Array(3), new Uint8Array(3)];
+    const reads = [file.readAtAsync(a, 0), file.readAtAsync(into, -1), file.readAtAsync(b, 5)];
+    const results = await Promise.allSettled(reads);
+    assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+    assert.deepEqual([...a, ...b], [0, 1, 2, 5, 6, 7]);
+    file.close();
   });
 
   test("a failed read on another thread rejects, and the next one still runs", async () => {
@@ -123,7 +145,9 @@ describe("file names", () => {
     const b = createTemporaryFile("quantflow-test-", ".bin");
     try {
       assert.notEqual(a.path, b.path);
-      assert.equal(resolve(dirname(a.path)), resolve(tmpdir()));
+      // Deno's own temporary files go by $TMPDIR alone; node:os's tmpdir() also reads $TMP and $TEMP.
+      const expected = "Deno" in globalThis ? process.env.TMPDIR ?? "/tmp" : tmpdir();
+      assert.equal(resolve(dirname(a.path)), resolve(expected));
       assert.match(a.path, /quantflow-test-[^/]+\.bin$/);
       assert.equal(statSync(a.path).mode & 0o777, 0o600);
       assert.equal(a.file.size(), 0);

@@ -34,6 +34,7 @@ test("an unknown flag, a missing value or a value for a switch is a FlagError na
     [["--axis"], /^--axis needs a value$/],
     [["-o", "--json"], /^-o needs a value$/],
     [["--axis", "-o", "x"], /^--axis needs a value$/],
+    [["-o", "--", "x"], /^-o needs a value$/],
     [["--json=yes"], /^--json takes no value, got "yes"$/],
   ];
   for (const [args, message] of cases) {
