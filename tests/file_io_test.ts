@@ -42,6 +42,27 @@ describe("openFile", () => {
     assert.deepEqual([...readFileSync(path)], [200, 1, 2, 3, 4, 5, 100, 101]);
   });
 
+  test("calls that go on where the last one ended and calls that jump both land where they say", async () => {
+    const file = openFile(fileOf(bytes(16)), "update");
+    const into = new Uint8Array(4);
+    const read = async (position: number, async: boolean) => {
+      const n = async ? await file.readAtAsync(into, position) : file.readAt(into, position);
+      return [...into.subarray(0, n)];
+    };
+    assert.deepEqual(await read(0, false), [0, 1, 2, 3]);
+    assert.deepEqual(await read(4, true), [4, 5, 6, 7]);
+    writeFully(file, new Uint8Array([80, 81]), 8);
+    assert.deepEqual(await read(10, false), [10, 11, 12, 13]);
+    assert.deepEqual(await read(2, true), [2, 3, 4, 5]);
+    assert.deepEqual(await read(6, false), [6, 7, 80, 81]);
+    assert.deepEqual(await read(14, true), [14, 15]); // short, at the end
+    writeFully(file, new Uint8Array([90]), 16); // on from the end: the file grows
+    assert.deepEqual(await read(15, false), [15, 90]);
+    assert.throws(() => file.readAt(into, -1), RangeError);
+    assert.deepEqual(await read(0, false), [0, 1, 2, 3]);
+    file.close();
+  });
+
   test("create makes a new file with the mode given, and never opens one that exists", () => {
     const path = join(dir, "created");
     const file = openFile(path, "create", 0o600);
