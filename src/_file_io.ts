@@ -1,6 +1,6 @@
 /**
  * Files read and written at given positions, on each runtime's own file API:
- * `Deno.FsFile` in Deno, `node:fs` elsewhere (Bun, Node), imported only
+ * `Deno.FsFile` in Deno, `node:fs` elsewhere (Bun, Node), loaded only
  * there. In Deno the first import of any `node:` module starts Node's
  * compatibility layer, which took ~35 ms of each worker's start and ~50 ms of
  * a process's (bench/RESULTS.md, Addendum 11): a file job with a worker

@@ -2,7 +2,7 @@
  * Command-line flags for the CLI's commands: `--name value`, `--name=value`,
  * `-o value`, booleans as `--name`, anything else positional, `--` ending
  * the flags. Not `node:util`'s `parseArgs`: in Deno that import alone took
- * ~20 ms of every command's start (bench/RESULTS.md, Addendum 11).
+ * ~17 ms of every command's start (bench/RESULTS.md, Addendum 11).
  *
  * @module
  */

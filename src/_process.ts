@@ -1,11 +1,12 @@
 /**
  * The command line's arguments, its exit code and standard error, from Deno's
  * own API in Deno: there `process` (global or from `node:process`) starts
- * Node's compatibility layer, ~30 ms of every command's start
+ * Node's compatibility layer, ~35 ms of every command's start
  * (bench/RESULTS.md, Addendum 11). Elsewhere (Bun, Node), `process`.
  *
  * @module
  */
+
 /** Standard error: text, and whether it is a terminal (a progress bar draws only there). */
 export interface StandardError {
   /** Whether it is a terminal. */
