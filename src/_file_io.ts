@@ -119,7 +119,9 @@ export function createTemporaryFile(prefix: string, suffix: string): { path: str
     try {
       return { path, file: openDenoFile(path, "update", 0o600) };
     } catch (e) {
-      Deno.removeSync(path);
+      try {
+        Deno.removeSync(path);
+      } catch { /* the error to report is the first */ }
       throw e;
     }
   }

@@ -117,6 +117,7 @@ function configFrom(values: Record<string, string | boolean | undefined>): Quant
 function joinNegativeValues(args: readonly string[]): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--") return [...out, ...args.slice(i)]; // positionals from there on, as given
     if (/^--[a-z][a-z0-9-]*$/.test(args[i]) && /^-\d+$/.test(args[i + 1] ?? "")) out.push(`${args[i]}=${args[++i]}`);
     else out.push(args[i]);
   }

@@ -55,9 +55,9 @@ describe("openFile", () => {
     assert.deepEqual(await read(10, false), [10, 11, 12, 13]);
     assert.deepEqual(await read(2, true), [2, 3, 4, 5]);
     assert.deepEqual(await read(6, false), [6, 7, 80, 81]);
-    assert.deepEqual(await read(14, true), [14, 15]); // short, at the end
-    writeFully(file, new Uint8Array([90]), 16); // on from the end: the file grows
-    assert.deepEqual(await read(15, false), [15, 90]);
+    assert.deepEqual(await read(14, true), [14, 15]); // short, at the end: the position is 16, not 18
+    writeFully(file, new Uint8Array([90]), 18); // past the end: the file grows, with a hole of zeros
+    assert.deepEqual(await read(15, false), [15, 0, 0, 90]);
     assert.throws(() => file.readAt(into, -1), RangeError);
     assert.deepEqual(await read(0, false), [0, 1, 2, 3]);
     file.close();
@@ -134,9 +134,12 @@ describe("openFile", () => {
     assert.deepEqual([...into], [3, 4]);
     // Between two reads, a bad one keeps them in order.
     const [a, b] = [new Uint8Array(3), new Uint8Array(3)];
-    const reads = [file.readAtAsync(a, 0), file.readAtAsync(into, -1), file.readAtAsync(b, 5)];
+    const settled: number[] = [];
+    const reads = [file.readAtAsync(a, 0), file.readAtAsync(into, -1), file.readAtAsync(b, 5)]
+      .map((read, k) => read.finally(() => settled.push(k)));
     const results = await Promise.allSettled(reads);
     assert.deepEqual(results.map((r) => r.status), ["fulfilled", "rejected", "fulfilled"]);
+    assert.deepEqual(settled, [0, 1, 2]);
     assert.deepEqual([...a, ...b], [0, 1, 2, 5, 6, 7]);
     file.close();
   });
