@@ -640,15 +640,15 @@ export class WasmKernels {
   }
 
   /**
-   * For a layout of rows from element `offset`, `n` elements on: the first column, the row length and the
-   * column block; fills the row base table the row kernels read.
+   * For a layout of rows from element `offset`, `n` elements on: the first column, the row length, the column
+   * block, and the lowest and highest row base; fills the row base table the row kernels read.
    */
-  #rowsFrom(offset: number, layout: BlockLayout, n: number): { col: number; rowLength: number; columnBlock: number } {
+  #rowsFrom(offset: number, layout: BlockLayout, n: number): RowsFrom {
     const { rowLength, columnBlock } = layout;
     const row = Math.floor(offset / rowLength);
     const col = offset - row * rowLength;
-    this.#rowBasesFor(layout, row, col, n);
-    return { col, rowLength, columnBlock };
+    const [lo, hi] = this.#rowBasesFor(layout, row, col, n);
+    return { col, rowLength, columnBlock, lo, hi };
   }
 
   #quantizeSlab(
@@ -758,10 +758,7 @@ export class WasmKernels {
       this.#stageRanges(mins, maxs, from, count);
       bad = this.#x.minmax_contig(src, n, (from + 1) * run - offset, run, this.#mins, this.#maxs);
     } else {
-      const { rowLength, columnBlock } = layout;
-      const row = Math.floor(offset / rowLength);
-      const col = offset - row * rowLength;
-      const [lo, hi] = this.#rowBasesFor(layout, row, col, n);
+      const { col, rowLength, columnBlock, lo, hi } = this.#rowsFrom(offset, layout, n);
       from = lo;
       count = hi + rowLength / columnBlock - lo;
       this.#stageRanges(mins, maxs, from, count);
@@ -786,6 +783,15 @@ export class WasmKernels {
     this.#arena.f32.set(mins.subarray(from, from + count), this.#mins >> 2);
     this.#arena.f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
   }
+}
+
+/** Where a chunk of a layout of rows starts, and the range of row bases it touches. */
+interface RowsFrom {
+  readonly col: number;
+  readonly rowLength: number;
+  readonly columnBlock: number;
+  readonly lo: number;
+  readonly hi: number;
 }
 
 /** Whether a float32 value has at most 11 significant bits (every float16 value does). */
