@@ -12,6 +12,13 @@
  *   between finished tensors in steady state (the time from the first
  *   tensor of each worker to the last, over the tensors in between); 2
  *   workers over 1 is what a second thread gains.
+ * - The bare loop (`bench/_bare_loop.ts`): the job without its machinery:
+ *   each slab read into the wasm memory, quantized with the error sums in
+ *   one pass, and written, in 1 and in 2 workers started beforehand (this
+ *   thread idle), each worker a new one, as in a job. The job's time beyond
+ *   this is its start (modules, header, workers) and its streams.
+ * - Fresh memory: the cost of a page touched for the first time, which a
+ *   job pays for its buffers and whenever its heap grows.
  *
  * ```sh
  * deno run -A bench/make_checkpoint.ts /dev/shm/b1g.safetensors --tensors 16
@@ -23,11 +30,13 @@
  *
  * @module
  */
-import { closeSync, openSync, readSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import process from "node:process";
 import { parseArgs } from "node:util";
 import { quantizeFileInParallel } from "../streams/_parallel_file_job.ts";
+import { readSafetensors } from "../streams/safetensors_source.ts";
+import type { BareShare, BareTimes } from "./_bare_loop.ts";
 
 const MiB = 2 ** 20;
 const { values, positionals } = parseArgs({
@@ -126,3 +135,95 @@ console.log(
   } ms with 2: a second thread gives ${scaling.toFixed(2)}x`,
 );
 result({ case: "thread_scaling", oneWorkerMs: interval.get(1), twoWorkersMs: interval.get(2), scaling });
+
+/** Microseconds to touch a page of fresh memory, best of `reps` 64 MiB buffers. */
+function freshPageMicros(): number {
+  const runs: number[] = [];
+  for (let rep = 0; rep < reps; rep++) {
+    const t0 = performance.now();
+    new Uint8Array(64 * MiB).fill(1);
+    runs.push((performance.now() - t0) * 1000 / (64 * MiB / 4096));
+  }
+  return Math.min(...runs);
+}
+const pageMicros = freshPageMicros();
+console.log(`${runtime}: a fresh 4 KiB page costs ${pageMicros.toFixed(1)} µs to touch (best of ${reps})`);
+result({ case: "fresh_page", microseconds: pageMicros });
+
+const BARE_SLAB = MiB;
+
+/** The checkpoint's data as slabs for the bare loop, or why it cannot be: float32 rows that tile whole slabs. */
+async function bareData(): Promise<{ start: number; bytes: number; rowLength: number } | string> {
+  const { header, chunks } = await readSafetensors(input);
+  await chunks.cancel();
+  const { entries } = header;
+  const rowLength = entries[0]?.shape.at(-1) ?? 0;
+  const fits = entries.every((e, k) =>
+    e.dtype === "F32" && e.shape.length === 2 && e.shape[1] === rowLength && (e.end - e.begin) % BARE_SLAB === 0 &&
+    (k === 0 || e.begin === entries[k - 1].end)
+  );
+  if (!entries.length || !fits || BARE_SLAB % (4 * rowLength) !== 0) {
+    return "the bare loop needs 2-D float32 tensors, one after another, whose rows tile 1 MiB slabs";
+  }
+  return { start: entries[0].begin, bytes: entries.at(-1)!.end - entries[0].begin, rowLength };
+}
+
+/** The next message of a worker; rejects on its errors. */
+function reply<T>(worker: Worker): Promise<T> {
+  return new Promise((resolve, reject) => {
+    worker.onmessage = ({ data }) => data?.error ? reject(new Error(data.error)) : resolve(data);
+    worker.onerror = (e) => {
+      e.preventDefault();
+      reject(new Error(e.message));
+    };
+  });
+}
+
+/** The bare loop in `threads` new workers, each on an equal share of the slabs; the time from go to the last done. */
+async function bareRun(data: { start: number; bytes: number; rowLength: number }, threads: number) {
+  const output = join(outDir, `machine_ceiling_${process.pid}.bare`);
+  writeFileSync(output, new Uint8Array(0));
+  const url = new URL("./_bare_loop_worker.ts", import.meta.url);
+  const workers = Array.from({ length: threads }, () => new Worker(url, { type: "module" }));
+  try {
+    await Promise.all(workers.map((w) => reply<"ready">(w)));
+    const slabs = data.bytes / BARE_SLAB;
+    const t0 = performance.now();
+    const times = await Promise.all(workers.map((w, k) => {
+      const first = Math.floor(slabs * k / threads) * BARE_SLAB;
+      const share: BareShare = {
+        input,
+        output,
+        inputStart: data.start + first,
+        outputStart: first / 4,
+        bytes: Math.floor(slabs * (k + 1) / threads) * BARE_SLAB - first,
+        rowLength: data.rowLength,
+        slabBytes: BARE_SLAB,
+      };
+      const done = reply<BareTimes>(w);
+      w.postMessage(share);
+      return done;
+    }));
+    return { ms: performance.now() - t0, times };
+  } finally {
+    for (const w of workers) w.terminate();
+    unlinkSync(output);
+  }
+}
+
+const data = await bareData();
+if (typeof data === "string") console.log(`${runtime}: bare loop skipped: ${data}`);
+else {
+  for (const threads of [1, 2]) {
+    const runs = [];
+    for (let rep = 0; rep < reps; rep++) runs.push(await bareRun(data, threads));
+    const best = runs.reduce((a, b) => b.ms < a.ms ? b : a);
+    const first = Math.max(...best.times.map((t) => t.firstSlabsMs));
+    const steady = Math.max(...best.times.map((t) => t.steadySlabMs));
+    console.log(
+      `${runtime}: bare loop, ${threads} worker${threads > 1 ? "s" : ""}, best of ${reps}: ${best.ms.toFixed(0)} ms ` +
+        `(first 4 slabs ${first.toFixed(1)} ms, then ${(steady * 1000).toFixed(0)} µs a slab)`,
+    );
+    result({ case: "bare_loop", threads, ms: best.ms, firstSlabsMs: first, steadySlabMs: steady });
+  }
+}
