@@ -10,9 +10,9 @@
  *
  * @module
  */
-import { openFile } from "../src/_file_io.ts";
+import { type OpenFile, openFile } from "../src/_file_io.ts";
 import { quantRange } from "../src/ranges.ts";
-import { wasmKernels } from "../src/wasm_kernels.ts";
+import { type WasmKernels, wasmKernels, type WasmLease } from "../src/wasm_kernels.ts";
 
 /** A share of the work: consecutive whole slabs of the input's data. */
 export interface BareShare {
@@ -52,45 +52,58 @@ const FIRST_SLABS = 4;
  * @returns Its times.
  */
 export function bareLoop(share: BareShare): BareTimes {
-  const { slabBytes, rowLength } = share;
   const kernels = wasmKernels();
   if (!kernels) throw new Error("The bare loop needs the wasm kernels");
-  const n = slabBytes / 4;
-  const lease = kernels.lease(2 * slabBytes + 1024, slabBytes)!;
-  const input = openFile(share.input, "read");
-  const output = openFile(share.output, "update");
-  const slabTimes: number[] = [];
+  // A slab's float32 values and their int8 bytes, each with the arena's alignment padding.
+  const lease = kernels.lease(share.slabBytes + share.slabBytes / 4 + 1024);
+  if (!lease) throw new Error("The wasm kernels' memory cannot hold the bare loop's buffers");
+  let input: OpenFile | undefined, output: OpenFile | undefined;
   try {
-    const inBytes = lease.allocate(slabBytes);
-    const values = new Float32Array(inBytes.buffer, inBytes.byteOffset, n);
-    const out = lease.allocate(n).subarray(0, n);
-    const range = quantRange("int8", "linear_symmetric");
-    const sums = new Float64Array(3);
-    const t0 = performance.now();
-    for (let done = 0; done < share.bytes; done += slabBytes) {
-      const t = performance.now();
-      for (let got = 0; got < slabBytes;) {
-        const read = input.readAt(inBytes.subarray(got), share.inputStart + done + got);
-        if (read === 0) throw new Error(`${share.input} ends inside the share`);
-        got += read;
-      }
-      if (!kernels.observeQuantize(values, n / rowLength, rowLength, "linear_symmetric", range, out, sums)) {
-        throw new Error("The kernel refused a slab");
-      }
-      for (let put = 0; put < n;) put += output.writeAt(out.subarray(put), share.outputStart + done / 4 + put);
-      slabTimes.push(performance.now() - t);
-    }
-    const ms = performance.now() - t0;
-    const first = slabTimes.slice(0, FIRST_SLABS);
-    const rest = slabTimes.slice(FIRST_SLABS).sort((a, b) => a - b);
-    return {
-      ms,
-      firstSlabsMs: first.reduce((a, b) => a + b, 0),
-      steadySlabMs: rest.length ? rest[rest.length >> 1] : NaN,
-    };
+    input = openFile(share.input, "read");
+    output = openFile(share.output, "update");
+    return timeSlabs(share, kernels, lease, input, output);
   } finally {
-    input.close();
-    output.close();
+    input?.close();
+    output?.close();
     lease.release();
   }
+}
+
+/** The loop itself: a slab's float32 input and int8 output in the lease, reused for every slab. */
+function timeSlabs(
+  share: BareShare,
+  kernels: WasmKernels,
+  lease: WasmLease,
+  input: OpenFile,
+  output: OpenFile,
+): BareTimes {
+  const { slabBytes, rowLength } = share;
+  const n = slabBytes / 4;
+  const inBytes = lease.allocate(slabBytes);
+  const values = new Float32Array(inBytes.buffer, inBytes.byteOffset, n);
+  const out = lease.allocate(n);
+  const range = quantRange("int8", "linear_symmetric");
+  const sums = new Float64Array(3);
+  const slabTimes: number[] = [];
+  const t0 = performance.now();
+  for (let done = 0; done < share.bytes; done += slabBytes) {
+    const t = performance.now();
+    for (let got = 0; got < slabBytes;) {
+      const read = input.readAt(inBytes.subarray(got), share.inputStart + done + got);
+      if (read === 0) throw new Error(`${share.input} ends inside the share`);
+      got += read;
+    }
+    if (!kernels.observeQuantize(values, n / rowLength, rowLength, "linear_symmetric", range, out, sums)) {
+      throw new Error("The kernel refused a slab");
+    }
+    for (let put = 0; put < n;) put += output.writeAt(out.subarray(put), share.outputStart + done / 4 + put);
+    slabTimes.push(performance.now() - t);
+  }
+  const ms = performance.now() - t0;
+  const rest = slabTimes.slice(FIRST_SLABS).sort((a, b) => a - b);
+  return {
+    ms,
+    firstSlabsMs: slabTimes.slice(0, FIRST_SLABS).reduce((a, b) => a + b, 0),
+    steadySlabMs: rest.length ? rest[rest.length >> 1] : NaN,
+  };
 }

@@ -136,7 +136,7 @@ console.log(
 );
 result({ case: "thread_scaling", oneWorkerMs: interval.get(1), twoWorkersMs: interval.get(2), scaling });
 
-/** Microseconds to touch a page of fresh memory, best of `reps` 64 MiB buffers. */
+/** Microseconds to allocate and fill a page of fresh memory, best of `reps` 64 MiB buffers. */
 function freshPageMicros(): number {
   const runs: number[] = [];
   for (let rep = 0; rep < reps; rep++) {
@@ -147,7 +147,7 @@ function freshPageMicros(): number {
   return Math.min(...runs);
 }
 const pageMicros = freshPageMicros();
-console.log(`${runtime}: a fresh 4 KiB page costs ${pageMicros.toFixed(1)} µs to touch (best of ${reps})`);
+console.log(`${runtime}: a fresh 4 KiB page costs ${pageMicros.toFixed(1)} µs to allocate and fill (best of ${reps})`);
 result({ case: "fresh_page", microseconds: pageMicros });
 
 const BARE_SLAB = MiB;
@@ -182,10 +182,11 @@ function reply<T>(worker: Worker): Promise<T> {
 /** The bare loop in `threads` new workers, each on an equal share of the slabs; the time from go to the last done. */
 async function bareRun(data: { start: number; bytes: number; rowLength: number }, threads: number) {
   const output = join(outDir, `machine_ceiling_${process.pid}.bare`);
-  writeFileSync(output, new Uint8Array(0));
   const url = new URL("./_bare_loop_worker.ts", import.meta.url);
-  const workers = Array.from({ length: threads }, () => new Worker(url, { type: "module" }));
+  const workers: Worker[] = [];
   try {
+    writeFileSync(output, new Uint8Array(0));
+    for (let k = 0; k < threads; k++) workers.push(new Worker(url, { type: "module" }));
     await Promise.all(workers.map((w) => reply<"ready">(w)));
     const slabs = data.bytes / BARE_SLAB;
     const t0 = performance.now();
@@ -207,7 +208,9 @@ async function bareRun(data: { start: number; bytes: number; rowLength: number }
     return { ms: performance.now() - t0, times };
   } finally {
     for (const w of workers) w.terminate();
-    unlinkSync(output);
+    try {
+      unlinkSync(output);
+    } catch { /* not created */ }
   }
 }
 
