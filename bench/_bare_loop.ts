@@ -5,8 +5,8 @@
  * sums) in one pass, and write its bytes at their place in the output. No
  * streams, no header, no report, no scales written: what is left of a job's
  * time once its own machinery is taken away. Its bytes are the job's int8
- * tensors (checked once against `quantize` on the 1 GiB checkpoint: the
- * same 256 MiB).
+ * tensors (checked with numpy against `quantize`'s output for the 1 GiB
+ * checkpoint: the same 256 MiB).
  *
  * @module
  */
