@@ -4,7 +4,8 @@
  * min/max (src/block_range.ts), float16/bfloat16 decoding (src/float16.ts)
  * and 4-bit packing (src/pack.ts). The kernels live in
  * `src/wasm/kernels.wat`; `scripts/build_wasm.ts` assembles them into
- * `src/wasm/_kernels_wasm.ts`.
+ * `src/wasm/_kernels_wasm.ts`. The per-block parameters and ranges and the
+ * row tables they read live in `src/_wasm_tables.ts`.
  *
  * Why the numbers are the same (SPEC.md Sections 1 and 3):
  *
@@ -49,7 +50,8 @@ import type { KernelParams } from "./quantize_kernel.ts";
 import type { QuantRange } from "./ranges.ts";
 import type { QuantMode } from "./types.ts";
 import { compileKernels, type KernelExports } from "./wasm/_kernels_module.ts";
-import { align, unlessGrowthBlocked, WasmArena, type WasmLease } from "./_wasm_arena.ts";
+import { unlessGrowthBlocked, WasmArena, type WasmLease } from "./_wasm_arena.ts";
+import { isFloat16Compatible, KernelTables, MAGIC_BITS } from "./_wasm_tables.ts";
 
 export type { WasmLease } from "./_wasm_arena.ts";
 
@@ -83,8 +85,6 @@ export interface WasmKernelsOptions {
 /** Blocks reserved for a lease: more than one slab of the default budget can hold. */
 const LEASE_BLOCKS = 1 << 20;
 
-/** Bits of 1.5 * 2^23 in float32: the integer bias of the rounding trick. */
-const MAGIC_BITS = 0x4b400000;
 /** Elements staged per call when the caller's arrays live outside the wasm memory (L2-sized). */
 const STAGE = 1 << 16;
 /** Byte address of the three float64 error sums, in the scratch bytes no kernel uses (128-1023). */
@@ -121,15 +121,7 @@ export class WasmKernels {
   readonly #packed: number;
   readonly #stageIn: number;
   readonly #stageOut: number;
-  #scales = 0;
-  #biases = 0;
-  #mins = 0;
-  #maxs = 0;
-  #blockCapacity = 0;
-  #rowBases = 0;
-  #rowCapacity = 0;
-  #params: KernelParams | undefined;
-  #paramsFloat16 = false;
+  readonly #tables: KernelTables;
   /** The error sums before a fused call, to start again from. */
   readonly #sumsBefore = new Float64Array(3);
 
@@ -152,8 +144,7 @@ export class WasmKernels {
     this.#packed = arena.alloc((capacity + 1) >> 1);
     this.#stageIn = arena.alloc(4 * STAGE);
     this.#stageOut = arena.alloc(STAGE);
-    this.#reserveBlocks(blockCapacity);
-    this.#reserveRows(1024);
+    this.#tables = new KernelTables(arena, blockCapacity, 1024);
   }
 
   /**
@@ -172,36 +163,13 @@ export class WasmKernels {
     if (this.#arena.leased) return undefined;
     try {
       // Room for the parameters and row tables of any slab, reserved while the memory may still grow.
-      this.#reserveBlocks(LEASE_BLOCKS);
-      this.#reserveRows(STAGE + 1);
+      this.#tables.reserveBlocks(LEASE_BLOCKS);
+      this.#tables.reserveRows(STAGE + 1);
     } catch (e) {
       if (e instanceof RangeError) return undefined;
       throw e;
     }
     return this.#arena.lease(byteLength, slotBytes);
-  }
-
-  /** Makes room for the parameters and ranges of `count` blocks (growing the memory detaches earlier views). */
-  #reserveBlocks(count: number): void {
-    if (count <= this.#blockCapacity) return;
-    const n = Math.max(count, 2 * this.#blockCapacity);
-    const arena = this.#arena;
-    arena.reserve(4 * align(4 * n)); // all four or none
-    const old = this.#params;
-    this.#scales = arena.alloc(4 * n);
-    this.#biases = arena.alloc(4 * n);
-    this.#mins = arena.alloc(4 * n);
-    this.#maxs = arena.alloc(4 * n);
-    this.#blockCapacity = n;
-    this.#params = undefined;
-    if (old) this.#upload(old);
-  }
-
-  #reserveRows(count: number): void {
-    if (count <= this.#rowCapacity) return;
-    const n = Math.max(count, 2 * this.#rowCapacity);
-    this.#rowBases = this.#arena.alloc(4 * n);
-    this.#rowCapacity = n;
   }
 
   /**
@@ -314,11 +282,12 @@ export class WasmKernels {
    */
   minMaxRun(n: number, range: Float64Array): boolean {
     const f32 = this.#arena.f32;
-    f32[this.#mins >> 2] = range[0];
-    f32[this.#maxs >> 2] = range[1];
-    const bad = this.#x.minmax_run(this.#in, this.#count(n), this.#mins, this.#maxs);
-    range[0] = f32[this.#mins >> 2];
-    range[1] = f32[this.#maxs >> 2];
+    const { mins, maxs } = this.#tables;
+    f32[mins >> 2] = range[0];
+    f32[maxs >> 2] = range[1];
+    const bad = this.#x.minmax_run(this.#in, this.#count(n), mins, maxs);
+    range[0] = f32[mins >> 2];
+    range[1] = f32[maxs >> 2];
     return bad === 0;
   }
 
@@ -359,34 +328,6 @@ export class WasmKernels {
       throw new RangeError("float16 arithmetic needs float16 values: an input has more than 11 significant bits");
     }
     return this.output(n);
-  }
-
-  /**
-   * Uploads per-block parameters (cached: the same `params` object is
-   * uploaded once; do not mutate its arrays afterwards).
-   *
-   * @returns Whether the kernels reproduce `params` exactly (see the module notes).
-   */
-  #upload(params: KernelParams): boolean {
-    if (this.#params === params) return true;
-    const { inverseScale, zeroPoint } = params;
-    const count = inverseScale.length;
-    this.#reserveBlocks(count + 16);
-    const f32 = this.#arena.f32;
-    const i32 = this.#arena.i32;
-    const s0 = this.#scales >> 2;
-    const b0 = this.#biases >> 2;
-    const f16 = params.arithmetic === "float16";
-    for (let k = 0; k < count; k++) {
-      const inv = inverseScale[k];
-      const s = Math.fround(1 / inv);
-      if (1 / s !== inv || !(s > 0) || s === Infinity || (f16 && !isFloat16Compatible(s))) return false;
-      f32[s0 + k] = s;
-      i32[b0 + k] = MAGIC_BITS - zeroPoint[k];
-    }
-    this.#params = params;
-    this.#paramsFloat16 = f16;
-    return true;
   }
 
   /**
@@ -436,8 +377,8 @@ export class WasmKernels {
     const buffer = this.#arena.buffer;
     const inPtr = values.buffer === buffer ? values.byteOffset : -1;
     const outPtr = out.buffer === buffer ? out.byteOffset : -1;
-    if (!this.#upload(params)) return false;
-    const f16 = this.#paramsFloat16 ? 1 : 0;
+    if (!this.#tables.upload(params)) return false;
+    const f16 = this.#tables.uploadedFloat16 ? 1 : 0;
     const { qmin, qmax } = params;
     // Error sums ride along where the values are in wasm memory anyway.
     const sums = errorSums !== undefined;
@@ -448,7 +389,7 @@ export class WasmKernels {
     const done = this.#chunks(values, inPtr, out, outPtr, STAGE, (src, dst, at, len) => {
       if (sums && !f16 && layout.contiguous) {
         // Quantize and sum in one pass; no float16 check to report: in float32 arithmetic every value quantizes.
-        const { first, run, sp, bp } = this.#runsFrom(offset + at, layout);
+        const { first, run, sp, bp } = this.#tables.runsFrom(offset + at, layout);
         this.#float32Sums(
           () => this.#x.quantize_contig_err(src, dst, len, first, run, sp, bp, qmin, qmax, SUMS),
           () => this.#errorSums(src, dst, len, offset + at, layout, flip),
@@ -568,10 +509,10 @@ export class WasmKernels {
     if (!inPlace && run > STAGE) return undefined;
     // Output over the input would leave the caller's fallback (and the float64 sums) nothing to read again.
     if (inPlace && outPtr < inPtr + 4 * n && inPtr < outPtr + n) return undefined;
-    this.#reserveBlocks(blocks + 16);
+    this.#tables.reserveBlocks(blocks + 16);
     // Had the memory grown, views of it would be detached: the caller can only take the three steps then.
     if ((inPtr >= 0 || outPtr >= 0) && this.#arena.buffer !== buffer) return undefined;
-    this.#params = undefined; // the kernel writes its own parameters where uploads go
+    this.#tables.overwriteParams();
     const { qmin, qmax } = range;
     const sym = mode === "linear_symmetric" ? 1 : 0;
     const fzp = range.fixedZeroPoint ?? 0;
@@ -582,8 +523,8 @@ export class WasmKernels {
     const step = inPlace ? n : Math.floor(STAGE / run) * run;
     const finite = this.#chunks(values, inPtr, out, outPtr, step, (src, dst, at, len) => {
       const first = at / run, count = len / run;
-      const sp = this.#scales + 4 * first;
-      const bp = this.#biases + 4 * first;
+      const sp = this.#tables.scales + 4 * first;
+      const bp = this.#tables.biases + 4 * first;
       const status = errorSums
         ? this.#float32Sums(
           () => x.observe_quantize_err(src, dst, count, run, sym, qmin, qmax, fzp, sp, bp, SUMS, ZERO_RANGE),
@@ -596,14 +537,7 @@ export class WasmKernels {
     });
     if (!finite) return undefined;
     if (errorSums) errorSums.set(this.#arena.f64.subarray(SUMS >> 3, (SUMS >> 3) + 3));
-    const s0 = this.#scales >> 2;
-    const b0 = this.#biases >> 2;
-    const i32 = this.#arena.i32;
-    // A loop, not `Int32Array.from(biases, mapFn)`, which allocated ~100 bytes per element (measured in Deno):
-    // this runs for every slab.
-    const zeroPoint = new Int32Array(blocks);
-    for (let k = 0; k < blocks; k++) zeroPoint[k] = MAGIC_BITS - i32[b0 + k];
-    return { scale: new Float64Array(this.#arena.f32.subarray(s0, s0 + blocks)), zeroPoint, zeroRangeBlocks };
+    return { ...this.#tables.written(blocks), zeroRangeBlocks };
   }
 
   /**
@@ -611,12 +545,13 @@ export class WasmKernels {
    * (`error_contig`, `error_rows`).
    */
   #errorSums(src: number, dst: number, n: number, offset: number, layout: BlockLayout, flip: number): void {
+    const tables = this.#tables;
     if (layout.contiguous) {
-      const { first, run, sp, bp } = this.#runsFrom(offset, layout);
+      const { first, run, sp, bp } = tables.runsFrom(offset, layout);
       this.#x.error_contig(src, dst, n, first, run, sp, bp, flip, SUMS);
       return;
     }
-    const { col, rowLength, columnBlock } = this.#rowsFrom(offset, layout, n);
+    const { col, rowLength, columnBlock } = tables.rowsFrom(offset, layout, n);
     this.#x.error_rows(
       src,
       dst,
@@ -624,31 +559,12 @@ export class WasmKernels {
       col,
       rowLength,
       columnBlock,
-      this.#rowBases,
-      this.#scales,
-      this.#biases,
+      tables.rowBases,
+      tables.scales,
+      tables.biases,
       flip,
       SUMS,
     );
-  }
-
-  /** For a contiguous layout from element `offset`: the first run's length, the run length, its scale and bias. */
-  #runsFrom(offset: number, layout: BlockLayout): { first: number; run: number; sp: number; bp: number } {
-    const run = layout.runLength;
-    const block = Math.floor(offset / run);
-    return { first: (block + 1) * run - offset, run, sp: this.#scales + 4 * block, bp: this.#biases + 4 * block };
-  }
-
-  /**
-   * For a layout of rows from element `offset`, `n` elements on: the first column, the row length, the column
-   * block, and the lowest and highest row base; fills the row base table the row kernels read.
-   */
-  #rowsFrom(offset: number, layout: BlockLayout, n: number): RowsFrom {
-    const { rowLength, columnBlock } = layout;
-    const row = Math.floor(offset / rowLength);
-    const col = offset - row * rowLength;
-    const [lo, hi] = this.#rowBasesFor(layout, row, col, n);
-    return { col, rowLength, columnBlock, lo, hi };
   }
 
   #quantizeSlab(
@@ -661,12 +577,12 @@ export class WasmKernels {
     qmax: number,
     f16: number,
   ): number {
+    const tables = this.#tables;
     if (layout.contiguous) {
-      const { first, run, sp, bp } = this.#runsFrom(offset, layout);
+      const { first, run, sp, bp } = tables.runsFrom(offset, layout);
       return this.#x.quantize_contig(src, dst, n, first, run, sp, bp, qmin, qmax, f16);
     }
-    const { col, rowLength, columnBlock } = this.#rowsFrom(offset, layout, n);
-    const rb = this.#rowBases;
+    const { col, rowLength, columnBlock } = tables.rowsFrom(offset, layout, n);
     return this.#x.quantize_rows(
       src,
       dst,
@@ -674,30 +590,13 @@ export class WasmKernels {
       col,
       rowLength,
       columnBlock,
-      rb,
-      this.#scales,
-      this.#biases,
+      tables.rowBases,
+      tables.scales,
+      tables.biases,
       qmin,
       qmax,
       f16,
     );
-  }
-
-  /** Fills the row base table for the rows `n` elements from (row, col) touch; returns [min, max] base. */
-  #rowBasesFor(layout: BlockLayout, row: number, col: number, n: number): [number, number] {
-    const rows = Math.ceil((col + n) / layout.rowLength);
-    this.#reserveRows(rows);
-    const i32 = this.#arena.i32;
-    const r0 = this.#rowBases >> 2;
-    let lo = Infinity;
-    let hi = -Infinity;
-    for (let r = 0; r < rows; r++) {
-      const base = layout.rowBase(row + r);
-      i32[r0 + r] = base;
-      if (base < lo) lo = base;
-      if (base > hi) hi = base;
-    }
-    return [lo, hi];
   }
 
   /**
@@ -748,6 +647,7 @@ export class WasmKernels {
     mins: Float64Array,
     maxs: Float64Array,
   ): number {
+    const tables = this.#tables;
     let from: number;
     let count: number;
     let bad: number;
@@ -755,52 +655,28 @@ export class WasmKernels {
       const run = layout.runLength;
       from = Math.floor(offset / run);
       count = Math.floor((offset + n - 1) / run) - from + 1;
-      this.#stageRanges(mins, maxs, from, count);
-      bad = this.#x.minmax_contig(src, n, (from + 1) * run - offset, run, this.#mins, this.#maxs);
+      tables.stageRanges(mins, maxs, from, count);
+      bad = this.#x.minmax_contig(src, n, (from + 1) * run - offset, run, tables.mins, tables.maxs);
     } else {
-      const { col, rowLength, columnBlock, lo, hi } = this.#rowsFrom(offset, layout, n);
+      const { col, rowLength, columnBlock, lo, hi } = tables.rowsFrom(offset, layout, n);
       from = lo;
       count = hi + rowLength / columnBlock - lo;
-      this.#stageRanges(mins, maxs, from, count);
+      tables.stageRanges(mins, maxs, from, count);
       bad = this.#x.minmax_rows(
         src,
         n,
         col,
         rowLength,
         columnBlock,
-        this.#rowBases,
-        this.#mins - 4 * from,
-        this.#maxs - 4 * from,
+        tables.rowBases,
+        tables.mins - 4 * from,
+        tables.maxs - 4 * from,
       );
     }
-    mins.set(this.#arena.f32.subarray(this.#mins >> 2, (this.#mins >> 2) + count), from);
-    maxs.set(this.#arena.f32.subarray(this.#maxs >> 2, (this.#maxs >> 2) + count), from);
+    tables.readRanges(mins, maxs, from, count);
     return bad;
   }
-
-  #stageRanges(mins: Float64Array, maxs: Float64Array, from: number, count: number): void {
-    this.#reserveBlocks(count + 16);
-    this.#arena.f32.set(mins.subarray(from, from + count), this.#mins >> 2);
-    this.#arena.f32.set(maxs.subarray(from, from + count), this.#maxs >> 2);
-  }
 }
-
-/** Where a chunk of a layout of rows starts, and the range of row bases it touches. */
-interface RowsFrom {
-  readonly col: number;
-  readonly rowLength: number;
-  readonly columnBlock: number;
-  readonly lo: number;
-  readonly hi: number;
-}
-
-/** Whether a float32 value has at most 11 significant bits (every float16 value does). */
-function isFloat16Compatible(x: number): boolean {
-  probe[0] = x;
-  return (probeBits[0] & 0x1fff) === 0;
-}
-const probe = new Float32Array(1);
-const probeBits = new Uint32Array(probe.buffer);
 
 /**
  * A new set of kernels with its own memory and pools.
