@@ -1,21 +1,28 @@
 /**
  * Command-line flags for the CLI's commands: `--name value`, `--name=value`,
  * `-o value`, booleans as `--name`, anything else positional, `--` ending
- * the flags. Not `node:util`'s `parseArgs`: in Deno that import alone took
+ * the flags; negative numbers are values (`--axis -1`). Not `node:util`'s `parseArgs`: in Deno that import alone took
  * ~17 ms of every command's start (bench/RESULTS.md, Addendum 11).
  *
  * @module
  */
 
-/** A flag: a string value or a switch, with an optional one-letter form (`short: "o"` for `-o`). */
+/**
+ * A flag: a string value or a switch, with an optional one-letter form (`short: "o"` for `-o`); a string flag that
+ * is `multiple` may be given again, each value kept in order.
+ */
 export interface FlagSpec {
   readonly type: "string" | "boolean";
   readonly short?: string;
+  readonly multiple?: boolean;
 }
 
-/** The values of the flags given: strings, or `true` for switches. */
+/** The values of the flags given: strings (arrays of them for `multiple` flags), or `true` for switches. */
 export type FlagValues<S extends Record<string, FlagSpec>> = {
-  -readonly [K in keyof S]?: { string: string; boolean: boolean }[S[K]["type"]];
+  -readonly [K in keyof S]?: {
+    string: S[K]["multiple"] extends true ? string[] : string;
+    boolean: boolean;
+  }[S[K]["type"]];
 };
 
 /** A command line the flags do not allow: bad usage. */
@@ -27,7 +34,7 @@ export class FlagError extends Error {
  * Parses a command's arguments.
  *
  * A string flag takes the next argument as its value unless that is a flag
- * itself or `--` (`-1` is a value). A flag given twice keeps its last value.
+ * itself or `--` (`-1` is a value). A flag given twice keeps its last value, unless it is `multiple`.
  *
  * @param args The arguments after the command.
  * @param spec The flags the command takes, by long name.
@@ -38,7 +45,7 @@ export function parseFlags<S extends Record<string, FlagSpec>>(
   args: readonly string[],
   spec: S,
 ): { values: FlagValues<S>; positionals: string[] } {
-  const values: Record<string, string | boolean> = {};
+  const values: Record<string, string | string[] | boolean> = {};
   const positionals: string[] = [];
   const byShort = new Map(Object.entries(spec).flatMap(([name, f]) => f.short ? [[f.short, name]] : []));
   const isFlag = (arg: string | undefined) => arg !== undefined && /^-(-.|[^-\d.])/.test(arg);
@@ -63,13 +70,12 @@ export function parseFlags<S extends Record<string, FlagSpec>>(
     if (flag.type === "boolean") {
       if (inline !== undefined) throw new FlagError(`${shown} takes no value, got "${inline}"`);
       values[name!] = true;
-    } else if (inline !== undefined) {
-      values[name!] = inline;
-    } else if (i + 1 < args.length && !isFlag(args[i + 1]) && args[i + 1] !== "--") {
-      values[name!] = args[++i];
-    } else {
-      throw new FlagError(`${shown} needs a value`);
+      continue;
     }
+    let value = inline;
+    if (value === undefined && i + 1 < args.length && !isFlag(args[i + 1]) && args[i + 1] !== "--") value = args[++i];
+    if (value === undefined) throw new FlagError(`${shown} needs a value`);
+    values[name!] = flag.multiple ? [...(values[name!] as string[] | undefined ?? []), value] : value;
   }
   return { values: values as FlagValues<S>, positionals };
 }

@@ -6,7 +6,7 @@
  */
 import { open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import { parseArgs } from "node:util";
+import { parseFlags } from "./_flags.ts";
 import { type ActivationDType, computeActivationParams, stringifyActivationParams } from "./activation_params.ts";
 import { CalibrationStats, type ObserverKind } from "./calibration_stats.ts";
 import { calibrationStatsFromArrow, calibrationStatsToArrow } from "./calibration_stats_arrow.ts";
@@ -112,22 +112,17 @@ async function loadStats(path: string, skip: boolean): Promise<CalibrationStats>
 export async function calibrateCommand(args: string[]): Promise<number> {
   let options;
   try {
-    const parsed = parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        output: { type: "string", short: "o" },
-        mode: { type: "string" },
-        dtype: { type: "string" },
-        observer: { type: "string" },
-        percentile: { type: "string" },
-        "averaging-constant": { type: "string" },
-        "skip-non-finite": { type: "boolean" },
-        resume: { type: "string", multiple: true },
-        "save-stats": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+    const parsed = parseFlags(args, {
+      output: { type: "string", short: "o" },
+      mode: { type: "string" },
+      dtype: { type: "string" },
+      observer: { type: "string" },
+      percentile: { type: "string" },
+      "averaging-constant": { type: "string" },
+      "skip-non-finite": { type: "boolean" },
+      resume: { type: "string", multiple: true },
+      "save-stats": { type: "string" },
+      help: { type: "boolean", short: "h" },
     });
     const v = parsed.values;
     if (v.help) {

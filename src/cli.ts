@@ -113,17 +113,6 @@ function configFrom(values: Record<string, string | boolean | undefined>): Quant
   }
 }
 
-/** `--axis -1` as `--axis=-1` for `calibrate` and `serve`, whose `parseArgs` would take "-1" for an option. */
-function joinNegativeValues(args: readonly string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--") return [...out, ...args.slice(i)]; // positionals from there on, as given
-    if (/^--[a-z][a-z0-9-]*$/.test(args[i]) && /^-\d+$/.test(args[i + 1] ?? "")) out.push(`${args[i]}=${args[++i]}`);
-    else out.push(args[i]);
-  }
-  return out;
-}
-
 /** The sharded checkpoints' jobs, loaded for a sharded input only: their `node:fs` would slow every start in Deno. */
 const shardedJobs = () => import("../streams/sharded_checkpoint.ts");
 
@@ -291,11 +280,11 @@ export async function main(args: string[]): Promise<number> {
       }
       case "calibrate": {
         const { calibrateCommand } = await import("./calibrate_command.ts");
-        return await calibrateCommand(joinNegativeValues(rest));
+        return await calibrateCommand(rest);
       }
       case "serve": {
         const { serveCommand } = await import("./http/serve_command.ts");
-        return await serveCommand(joinNegativeValues(rest));
+        return await serveCommand(rest);
       }
       case "demo":
         await demo();

@@ -62,6 +62,18 @@ describe("calibrateCommand", () => {
       0,
     );
     assert.equal(readFileSync(resumed, "utf8"), readFileSync(whole, "utf8"));
+    // Two --resume flags: both shards' statistics, each saved alone, merge like one pass.
+    const statsB = join(dir, "b.stats.arrow");
+    assert.equal(
+      await calibrateCommand([shardB, "-o", join(dir, "p3.json"), "--save-stats", statsB, "--observer", "percentile"]),
+      0,
+    );
+    const twoResumed = join(dir, "two-resumed.json");
+    assert.equal(
+      await calibrateCommand(["--resume", stats, "--resume", statsB, "-o", twoResumed, "--dtype", "uint8"]),
+      0,
+    );
+    assert.equal(readFileSync(twoResumed, "utf8"), readFileSync(whole, "utf8"));
   });
 
   test("exits 2 on bad usage, 1 on bad input, leaving no output", async () => {

@@ -16,6 +16,15 @@ test("string flags take the next argument or an inline value; switches are true;
   assert.deepEqual(parseFlags(["--output", "x", "-o", "y"], SPEC).values, { output: "y" }, "the last one counts");
 });
 
+test("a multiple flag keeps every value, in order", () => {
+  const spec = { resume: { type: "string", multiple: true }, json: { type: "boolean" } } as const;
+  assert.deepEqual(parseFlags(["--resume", "a", "x", "--resume=b", "--json"], spec), {
+    values: { resume: ["a", "b"], json: true },
+    positionals: ["x"],
+  });
+  assert.deepEqual(parseFlags(["x"], spec).values, {});
+});
+
 test("negative numbers and a lone dash are values; -- ends the flags", () => {
   assert.deepEqual(parseFlags(["--axis", "-1", "-"], SPEC), { values: { axis: "-1" }, positionals: ["-"] });
   assert.deepEqual(parseFlags(["--axis", "-.5"], SPEC).values, { axis: "-.5" });

@@ -517,6 +517,8 @@ describe("createApp", () => {
       assert.equal(await serveCommand(["--port", "http"]), 2);
       assert.equal(await serveCommand(["--max-concurrent", "0"]), 2);
       assert.equal(await serveCommand(["--colour"]), 2);
+      assert.equal(await serveCommand(["8787"]), 2); // a positional argument
+      assert.equal(await serveCommand(["--port", "-1"]), 2); // a negative value, out of range
     } finally {
       console.error = error;
     }

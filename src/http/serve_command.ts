@@ -4,7 +4,7 @@
  * @module
  */
 import process from "node:process";
-import { parseArgs } from "node:util";
+import { parseFlags } from "../_flags.ts";
 import { createApp } from "./app.ts";
 import { serveApp } from "./serve_app.ts";
 
@@ -55,20 +55,16 @@ function integerFlag(
 export async function serveCommand(args: string[]): Promise<number> {
   let options;
   try {
-    const { values: v } = parseArgs({
-      args,
-      strict: true,
-      allowPositionals: false,
-      options: {
-        port: { type: "string" },
-        host: { type: "string" },
-        "max-body": { type: "string" },
-        "max-concurrent": { type: "string" },
-        "slab-bytes": { type: "string" },
-        "tmp-dir": { type: "string" },
-        help: { type: "boolean", short: "h" },
-      },
+    const { values: v, positionals } = parseFlags(args, {
+      port: { type: "string" },
+      host: { type: "string" },
+      "max-body": { type: "string" },
+      "max-concurrent": { type: "string" },
+      "slab-bytes": { type: "string" },
+      "tmp-dir": { type: "string" },
+      help: { type: "boolean", short: "h" },
     });
+    if (positionals.length) throw new Error(`serve takes no arguments, got "${positionals[0]}"`);
     if (v.help) {
       console.log(USAGE);
       return 0;
